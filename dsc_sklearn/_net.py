@@ -1,0 +1,254 @@
+"""The skorch network whose training step runs the discrepancy defence."""
+
+import math
+
+import torch
+from skorch import NeuralNetClassifier
+from torch import nn
+from torch.func import functional_call
+
+from .correction import (
+    adversarial_examples,
+    discrepancy_aware_correction,
+    loss_descent,
+)
+from .discrepancy import decision_statistic, memorization_discrepancy, reduce_snapshots
+from .history import SnapshotBuffer, cast_floating, eval_mode
+from .modules import MLP, SmallCNN
+from .thresholds import make_threshold
+
+# Layers whose output does not depend on train/eval mode. A module built only
+# from these can reuse its training forward pass for the discrepancy.
+_MODE_INVARIANT_LAYERS = (
+    MLP, SmallCNN, nn.Sequential, nn.ModuleList, nn.Linear, nn.Conv1d,
+    nn.Conv2d, nn.Conv3d, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.ELU, nn.SiLU,
+    nn.Tanh, nn.Sigmoid, nn.Flatten, nn.Identity, nn.LayerNorm, nn.MaxPool1d,
+    nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+)
+
+#: Fields of one stream-log record, in the order of the record tensor.
+LOG_FIELDS = (
+    "loss",
+    "mean_discrepancy",
+    "max_discrepancy",
+    "threshold",
+    "n_flagged",
+    "n_correction_steps",
+)
+
+
+def is_mode_invariant(module):
+    """Whether ``module`` computes the same function in train and eval mode."""
+    return all(type(layer) in _MODE_INVARIANT_LAYERS for layer in module.modules())
+
+
+class DiscrepancyAwareNet(NeuralNetClassifier):
+    """A skorch classifier whose ``train_step`` corrects suspicious samples.
+
+    One training step (:meth:`train_step`) does, on the batch it is given:
+
+    1. reference logits from the snapshot buffer (``snapshots_``);
+    2. the per-sample memorization discrepancy against them;
+    3. the flags of the threshold policy (``threshold_policy_``);
+    4. the correction of the flagged samples (``correction``);
+    5. an ordinary optimizer step on the corrected batch, with optional
+       L-infinity gradient clipping (``clip_value``);
+    6. a snapshot every ``snapshot_every`` training batches (a batch that
+       ``"drop"`` emptied counts too, so a model that stopped learning is
+       eventually compared with itself and recovers).
+
+    It is the engine of
+    :class:`~dsc_sklearn.DiscrepancyAwareOnlineClassifier`, which owns it as
+    ``net_`` and feeds it batches; its extra parameters have the meaning
+    documented there. The module must return logits, and the criterion is
+    :class:`torch.nn.CrossEntropyLoss`.
+    """
+
+    def __init__(
+        self,
+        module,
+        *args,
+        history_size=4,
+        snapshot_every=10,
+        reference="oldest",
+        threshold="auto",
+        granularity="sample",
+        correction="dsc",
+        epsilon=0.2,
+        step_size=0.02,
+        max_correction_steps=10,
+        clip_value=None,
+        input_bounds=None,
+        **kwargs,
+    ):
+        super().__init__(module, *args, **kwargs)
+        self.history_size = history_size
+        self.snapshot_every = snapshot_every
+        self.reference = reference
+        self.threshold = threshold
+        self.granularity = granularity
+        self.correction = correction
+        self.epsilon = epsilon
+        self.step_size = step_size
+        self.max_correction_steps = max_correction_steps
+        self.clip_value = clip_value
+        self.input_bounds = input_bounds
+
+    def initialize(self):
+        """Initialise the skorch components, the buffer and the threshold."""
+        super().initialize()
+        self.snapshots_ = SnapshotBuffer(self.history_size, self.snapshot_every)
+        self.snapshots_.snapshot(self.module_)
+        self.threshold_policy_ = make_threshold(self.threshold)
+        self.mode_invariant_ = is_mode_invariant(self.module_)
+        self.generator_ = torch.Generator().manual_seed(
+            int(torch.randint(2**31 - 1, (1,)))
+        )
+        return self
+
+    def discrepancy(self, X, current_logits=None, reference=None, dtype=None):
+        """Memorization discrepancy of ``X`` against the snapshot buffer.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, n_features)
+        current_logits : torch.Tensor, default=None
+            The current module's eval-mode logits for ``X`` when already
+            computed.
+        reference : str, default=None
+            Overrides the net's ``reference``.
+        dtype : torch.dtype, default=None
+            Evaluate the models in this precision, e.g. ``torch.float64``
+            for results that do not depend on the batch size.
+
+        Returns
+        -------
+        discrepancy : torch.Tensor of shape (n_samples,) or \
+                (n_samples, n_snapshots)
+        """
+        reference = reference or self.reference
+        if dtype is not None:
+            X = X.to(dtype)
+        if current_logits is None:
+            state = cast_floating(self.module_.state_dict(), dtype)
+            with torch.no_grad(), eval_mode(self.module_):
+                current_logits = functional_call(self.module_, state, (X,))
+        reference_logits = self.snapshots_.reference_logits(
+            self.module_, X, reference, dtype=dtype
+        )
+        discrepancy = memorization_discrepancy(reference_logits, current_logits)
+        if reference in ("oldest", "newest"):
+            return discrepancy[0]
+        return reduce_snapshots(discrepancy, reference)
+
+    def _decision_units(self, statistic):
+        if self.granularity == "batch":
+            return statistic.mean().reshape(1)
+        return statistic
+
+    def _flag(self, statistic, threshold):
+        flagged = self._decision_units(statistic) > threshold
+        return flagged.expand(statistic.shape[0])
+
+    def train_step(self, batch, **fit_params):
+        """Run the defence and one optimizer step on ``batch``.
+
+        Parameters
+        ----------
+        batch : tuple of (torch.Tensor, torch.Tensor)
+            Inputs of shape ``(n_samples, n_features)`` and encoded labels,
+            on the net's device.
+        **fit_params : dict
+            Unused; kept for skorch's signature.
+
+        Returns
+        -------
+        step : dict
+            ``loss`` and ``y_pred`` as in skorch, plus ``record``: a float
+            tensor with the values of :data:`LOG_FIELDS`.
+        """
+        X, y = batch
+        self._set_training(True)
+        train_logits = self.infer(X) if self.mode_invariant_ else None
+        X_train, y_train = X, y
+        statistic = flagged = threshold = None
+        n_steps = 0
+        if self.correction != "none":
+            current = train_logits.detach() if train_logits is not None else None
+            statistic = decision_statistic(self.discrepancy(X, current))
+            threshold = self.threshold_policy_.current(X.device)
+            flagged = self._flag(statistic, threshold)
+            X_train, y_train, n_steps = self._correct(X, y, flagged, threshold)
+            self.threshold_policy_.update(
+                self._decision_units(statistic), self._decision_units(flagged)
+            )
+        if X_train is not X or train_logits is None:
+            train_logits = self.infer(X_train) if len(X_train) else None
+        loss = self._optimizer_step(train_logits, y_train, X_train)
+        record = self._record(loss, statistic, flagged, threshold, n_steps)
+        return {"loss": loss, "y_pred": train_logits, "record": record}
+
+    def _correct(self, X, y, flagged, threshold):
+        """Return the inputs and labels to train on, and the steps taken."""
+        options = dict(
+            epsilon=self.epsilon,
+            step_size=self.step_size,
+            max_steps=self.max_correction_steps,
+            input_bounds=self.input_bounds,
+        )
+        if self.correction == "dsc":
+            def still_flagged(X_corrected, logits):
+                statistic = decision_statistic(self.discrepancy(X_corrected, logits))
+                return self._flag(statistic, threshold)
+
+            if not bool(flagged.any()):
+                return X, y, 0
+            X_new, n_steps = discrepancy_aware_correction(
+                self.module_, X, y, flagged, still_flagged, **options
+            )
+            return X_new, y, n_steps
+        if self.correction == "drop":
+            keep = ~flagged
+            if bool(keep.all()):
+                return X, y, 0
+            return X[keep], y[keep], 0
+        if self.correction == "descent":
+            X_new, n_steps = loss_descent(self.module_, X, y, **options)
+            return X_new, y, n_steps
+        X_new, n_steps = adversarial_examples(
+            self.module_, X, y, generator=self.generator_, **options
+        )
+        return X_new, y, n_steps
+
+    def _optimizer_step(self, logits, y, X):
+        """One optimizer step on ``logits``; NaN loss when nothing is left."""
+        if logits is None:
+            self.snapshots_.maybe_snapshot(self.module_)
+            return torch.tensor(math.nan, device=y.device)
+        self.optimizer_.zero_grad()
+        loss = self.get_loss(logits, y, X=X, training=True)
+        loss.backward()
+        if self.clip_value is not None:
+            torch.nn.utils.clip_grad_norm_(
+                self.module_.parameters(), self.clip_value, norm_type=math.inf
+            )
+        self.optimizer_.step()
+        self.snapshots_.maybe_snapshot(self.module_)
+        return loss.detach()
+
+    @staticmethod
+    def _record(loss, statistic, flagged, threshold, n_steps):
+        if statistic is None:
+            nan = torch.full((), math.nan, device=loss.device)
+            values = [loss, nan, nan, nan, torch.zeros_like(loss)]
+        else:
+            values = [
+                loss,
+                statistic.mean(),
+                statistic.max(),
+                threshold.to(loss.dtype),
+                flagged.sum().to(loss.dtype),
+            ]
+        values.append(torch.tensor(float(n_steps), device=loss.device))
+        return torch.stack([value.to(torch.float32) for value in values])

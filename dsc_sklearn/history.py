@@ -1,0 +1,173 @@
+"""A bounded buffer of historical weight snapshots of a torch module."""
+
+from collections import deque
+from contextlib import contextmanager
+
+import torch
+from torch.func import functional_call, vmap
+
+from .discrepancy import REFERENCES
+
+__all__ = ["SnapshotBuffer", "cast_floating", "eval_mode"]
+
+
+def cast_floating(state, dtype):
+    """Cast the floating-point tensors of a state dict; ``None`` keeps them."""
+    if dtype is None:
+        return state
+    return {
+        name: tensor.to(dtype) if tensor.is_floating_point() else tensor
+        for name, tensor in state.items()
+    }
+
+
+@contextmanager
+def eval_mode(module):
+    """Put ``module`` in eval mode for the block, then restore its mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+class SnapshotBuffer:
+    """Keep the last ``history_size`` weight snapshots of a module.
+
+    A snapshot is a detached copy of the module's parameters and buffers,
+    taken every ``snapshot_every`` training steps. Reference predictions are
+    computed with :func:`torch.func.functional_call`, so the live module is
+    never modified, and all snapshots are evaluated in one vectorised call
+    (the snapshots are stacked once per snapshot, as
+    :func:`torch.func.stack_module_state` does, and evaluated with
+    :func:`torch.func.vmap`) rather than in a Python loop.
+
+    Parameters
+    ----------
+    history_size : int, default=4
+        Maximum number of snapshots kept; the oldest is dropped first.
+    snapshot_every : int, default=10
+        Number of training steps between two snapshots.
+
+    Attributes
+    ----------
+    n_steps_ : int
+        Training steps counted by :meth:`maybe_snapshot`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsc_sklearn.history import SnapshotBuffer
+    >>> module = torch.nn.Linear(3, 2)
+    >>> buffer = SnapshotBuffer(history_size=2, snapshot_every=1)
+    >>> buffer.snapshot(module)
+    >>> with torch.no_grad():
+    ...     _ = module.weight.add_(1.0)
+    >>> buffer.snapshot(module)
+    >>> len(buffer)
+    2
+    >>> buffer.reference_logits(module, torch.zeros(5, 3), "all").shape
+    torch.Size([2, 5, 2])
+    """
+
+    def __init__(self, history_size=4, snapshot_every=10):
+        self.history_size = history_size
+        self.snapshot_every = snapshot_every
+        self.n_steps_ = 0
+        self._snapshots = deque(maxlen=history_size)
+        self._stacked = None
+
+    def __len__(self):
+        return len(self._snapshots)
+
+    @property
+    def snapshots(self):
+        """list of dict: the snapshots' state dicts, oldest first."""
+        return list(self._snapshots)
+
+    def snapshot(self, module):
+        """Store a detached copy of ``module``'s parameters and buffers."""
+        state = {
+            name: tensor.detach().clone()
+            for name, tensor in module.state_dict(keep_vars=True).items()
+        }
+        self._snapshots.append(state)
+        self._stacked = None
+
+    def maybe_snapshot(self, module):
+        """Count one training step; snapshot when the period is reached.
+
+        Returns
+        -------
+        taken : bool
+            Whether a snapshot was taken.
+        """
+        self.n_steps_ += 1
+        if self.n_steps_ % self.snapshot_every:
+            return False
+        self.snapshot(module)
+        return True
+
+    def reference_logits(self, module, X, reference="all", dtype=None):
+        """Logits of the snapshots for ``X``, without touching ``module``.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            A module of the architecture the snapshots were taken from; its
+            own weights are not used and its train/eval mode is restored.
+        X : torch.Tensor of shape (n_samples, n_features)
+            Inputs on the snapshots' device.
+        reference : {"oldest", "newest", "mean", "max", "all"}, default="all"
+            ``"oldest"`` and ``"newest"`` evaluate one snapshot; the others
+            evaluate every snapshot in one vectorised call.
+        dtype : torch.dtype, default=None
+            Evaluate with the snapshots' floating-point tensors cast to this
+            type (``X`` must have it too), e.g. ``torch.float64`` for results
+            that do not depend on the batch size.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (n_snapshots, n_samples, n_classes)
+            ``n_snapshots`` is 1 for ``"oldest"`` and ``"newest"``.
+        """
+        if not self._snapshots:
+            raise ValueError(
+                "The snapshot buffer is empty; call snapshot(module) first."
+            )
+        if reference not in REFERENCES:
+            raise ValueError(
+                f"reference must be one of {REFERENCES}, got {reference!r}."
+            )
+        with torch.no_grad(), eval_mode(module):
+            if reference in ("oldest", "newest"):
+                state = self._snapshots[0 if reference == "oldest" else -1]
+                state = cast_floating(state, dtype)
+                return functional_call(module, state, (X,)).unsqueeze(0)
+
+            def call(state):
+                return functional_call(module, state, (X,))
+
+            return vmap(call)(cast_floating(self._stacked_state(), dtype))
+
+    def _stacked_state(self):
+        if self._stacked is None:
+            self._stacked = {
+                name: torch.stack([state[name] for state in self._snapshots])
+                for name in self._snapshots[0]
+            }
+        return self._stacked
+
+    def to(self, device):
+        """Move every snapshot to ``device`` in place and return ``self``."""
+        for state in self._snapshots:
+            for name, tensor in state.items():
+                state[name] = tensor.to(device)
+        self._stacked = None
+        return self
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_stacked"] = None
+        return state
