@@ -142,14 +142,15 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             return discrepancy[0]
         return reduce_snapshots(discrepancy, reference)
 
-    def _decision_units(self, statistic):
-        if self.granularity == "batch":
-            return statistic.mean().reshape(1)
-        return statistic
-
     def _flag(self, statistic, threshold):
-        flagged = self._decision_units(statistic) > threshold
-        return flagged.expand(statistic.shape[0])
+        """Flag the decision units; return them, their flags and a row mask.
+
+        A unit is a sample, or the whole batch (its mean statistic) with
+        ``granularity="batch"``.
+        """
+        units = statistic.mean().reshape(1) if self.granularity == "batch" else statistic
+        unit_flags = units > threshold
+        return units, unit_flags, unit_flags.expand(statistic.shape[0])
 
     def train_step(self, batch, **fit_params):
         """Run the defence and one optimizer step on ``batch``.
@@ -178,11 +179,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             current = train_logits.detach() if train_logits is not None else None
             statistic = decision_statistic(self.discrepancy(X, current))
             threshold = self.threshold_policy_.current(X.device)
-            flagged = self._flag(statistic, threshold)
+            units, unit_flags, flagged = self._flag(statistic, threshold)
             X_train, y_train, n_steps = self._correct(X, y, flagged, threshold)
-            self.threshold_policy_.update(
-                self._decision_units(statistic), self._decision_units(flagged)
-            )
+            self.threshold_policy_.update(units, unit_flags)
         if X_train is not X or train_logits is None:
             train_logits = self.infer(X_train) if len(X_train) else None
         loss = self._optimizer_step(train_logits, y_train, X_train)
@@ -200,7 +199,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         if self.correction == "dsc":
             def still_flagged(X_corrected, logits):
                 statistic = decision_statistic(self.discrepancy(X_corrected, logits))
-                return self._flag(statistic, threshold)
+                return self._flag(statistic, threshold)[2]
 
             if not bool(flagged.any()):
                 return X, y, 0
