@@ -140,6 +140,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         Training samples processed.
     n_flagged_ : int
         Samples flagged so far.
+    last_flagged_ : ndarray of shape (n_samples,), dtype=bool
+        Which rows of the last :meth:`partial_fit` call (or the last pass of
+        :meth:`fit`) were flagged.
     stream_log_ : collections.deque of dict
         One record per training batch (``step``, ``loss``,
         ``mean_discrepancy``, ``max_discrepancy``, ``threshold``,
@@ -310,7 +313,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
     def _reset(self):
         for attribute in ("classes_", "net_", "device_", "n_batches_seen_",
-                          "n_samples_seen_", "n_flagged_", "stream_log_",
+                          "n_samples_seen_", "n_flagged_", "stream_log_", "last_flagged_",
                           "n_features_in_", "feature_names_in_"):
             self.__dict__.pop(attribute, None)
 
@@ -327,10 +330,13 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             self._initialize(X)
         Xt = torch.as_tensor(X, device=self.device_)
         yt = torch.as_tensor(y_encoded, device=self.device_)
-        records = []
+        records, flags = [], []
         for start in range(0, len(Xt), self.batch_size):
             batch = (Xt[start:start + self.batch_size], yt[start:start + self.batch_size])
-            records.append(self.net_.train_step(batch)["record"])
+            step = self.net_.train_step(batch)
+            records.append(step["record"])
+            flags.append(step["flagged"])
+        self.last_flagged_ = torch.cat(flags).cpu().numpy()
         self._log(records, n_samples=len(Xt))
 
     def _encode(self, y):

@@ -167,7 +167,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         -------
         step : dict
             ``loss`` and ``y_pred`` as in skorch, plus ``record``: a float
-            tensor with the values of :data:`LOG_FIELDS`.
+            tensor with the values of :data:`LOG_FIELDS`, and ``flagged``: the
+            boolean mask of the rows the gate flagged.
         """
         X, y = batch
         self._set_training(True)
@@ -186,7 +187,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             train_logits = self.infer(X_train) if len(X_train) else None
         loss = self._optimizer_step(train_logits, y_train, X_train)
         record = self._record(loss, statistic, flagged, threshold, n_steps)
-        return {"loss": loss, "y_pred": train_logits, "record": record}
+        if flagged is None:
+            flagged = torch.zeros(len(X), dtype=torch.bool, device=X.device)
+        return {"loss": loss, "y_pred": train_logits, "record": record, "flagged": flagged}
 
     def _correct(self, X, y, flagged, threshold):
         """Return the inputs and labels to train on, and the steps taken."""

@@ -83,6 +83,7 @@ def test_partial_fit_counts_batches_samples_and_logs(digits):
                            "threshold", "n_flagged", "n_correction_steps"}
     assert record["step"] == 6
     assert clf.n_flagged_ == sum(r["n_flagged"] for r in clf.stream_log_)
+    assert clf.last_flagged_.shape == (150,) and clf.last_flagged_.dtype == bool
     assert np.isinf(clf.stream_log_[0]["threshold"])  # auto threshold warms up
 
 
@@ -199,6 +200,7 @@ def test_every_correction_trains(digits, correction, granularity):
         assert all(np.isnan(r["mean_discrepancy"]) for r in log)
     else:
         assert clf.n_flagged_ > 0  # threshold 0 flags every changed prediction
+    assert clf.last_flagged_.sum() == log[-1]["n_flagged"]
     if correction in ("descent", "adversarial"):
         assert all(r["n_correction_steps"] == 10 for r in log)
     if correction == "dsc":
