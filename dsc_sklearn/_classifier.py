@@ -28,6 +28,13 @@ __all__ = ["DiscrepancyAwareOnlineClassifier"]
 #: Number of per-batch records kept in ``stream_log_``.
 MAX_LOG_RECORDS = 10_000
 
+# Parameters a fitted estimator picks up at its next partial_fit call.
+_LIVE_PARAMS = (
+    "lr", "momentum", "history_size", "snapshot_every", "reference", "threshold",
+    "granularity", "correction", "epsilon", "step_size", "max_correction_steps",
+    "clip_value", "input_bounds",
+)
+
 
 @contextmanager
 def _torch_seed(seed, device):
@@ -53,6 +60,14 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
     ``train_step`` carries the defence; this estimator adds what
     scikit-learn expects: input validation, label encoding, ``classes=``,
     seeding, and one training pass per :meth:`partial_fit` call.
+
+    The defence can be switched or retuned in the middle of a stream:
+    ``set_params`` between two :meth:`partial_fit` calls changes the
+    learning rate, momentum, threshold (a new threshold starts a fresh
+    calibration), correction, reference, buffer size and the other
+    defence parameters from the next call on, keeping the weights, the
+    snapshots and the optimizer state. ``module``, ``hidden_layer_sizes``,
+    ``device`` and ``random_state`` take effect at the next :meth:`fit`.
 
     Parameters
     ----------
@@ -328,6 +343,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         y_encoded = self._encode(y)
         if first_call:
             self._initialize(X)
+        else:
+            self.net_.configure(**self._live_params())
         Xt = torch.as_tensor(X, device=self.device_)
         yt = torch.as_tensor(y_encoded, device=self.device_)
         records, flags = [], []
@@ -361,7 +378,6 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 module=self._build_module(),
                 criterion=torch.nn.CrossEntropyLoss,
                 optimizer=torch.optim.SGD,
-                lr=self.lr,
                 optimizer__momentum=self.momentum,
                 batch_size=self.batch_size,
                 max_epochs=1,
@@ -369,23 +385,17 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 callbacks="disable",
                 device=self.device_,
                 classes=list(range(len(self.classes_))),
-                history_size=self.history_size,
-                snapshot_every=self.snapshot_every,
-                reference=self.reference,
-                threshold=self.threshold,
-                granularity=self.granularity,
-                correction=self.correction,
-                epsilon=self.epsilon,
-                step_size=self.step_size,
-                max_correction_steps=self.max_correction_steps,
-                clip_value=self.clip_value,
-                input_bounds=self.input_bounds,
+                **{name: getattr(self, name) for name in _LIVE_PARAMS if name != "momentum"},
             ).initialize()
         self._check_output_width(X)
         self.n_batches_seen_ = 0
         self.n_samples_seen_ = 0
         self.n_flagged_ = 0
         self.stream_log_ = deque(maxlen=MAX_LOG_RECORDS)
+
+    def _live_params(self):
+        """Parameters that ``set_params`` may change between two calls."""
+        return {name: getattr(self, name) for name in _LIVE_PARAMS}
 
     def _build_module(self):
         module = self.module

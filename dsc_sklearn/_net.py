@@ -38,6 +38,18 @@ LOG_FIELDS = (
 )
 
 
+def _same_value(old, new):
+    """Whether a parameter is unchanged; copies of one schedule count as equal."""
+    if old is new:
+        return True
+    if type(old) is not type(new):
+        return False
+    try:
+        return bool(old == new) or repr(old) == repr(new)
+    except (TypeError, ValueError):
+        return False
+
+
 def is_mode_invariant(module):
     """Whether ``module`` computes the same function in train and eval mode."""
     return all(type(layer) in _MODE_INVARIANT_LAYERS for layer in module.modules())
@@ -105,6 +117,30 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         self.generator_ = torch.Generator().manual_seed(
             int(torch.randint(2**31 - 1, (1,)))
         )
+        return self
+
+    def configure(self, **params):
+        """Change defence or optimizer parameters between training steps.
+
+        Plain attributes (``correction``, ``reference``, ``epsilon``, ...)
+        take effect at the next step; a new ``threshold`` starts a fresh
+        policy; ``history_size`` and ``snapshot_every`` adjust the buffer and
+        keep its snapshots; ``lr`` and ``momentum`` update the optimizer.
+        """
+        for name, value in params.items():
+            if name in ("lr", "momentum"):
+                for group in self.optimizer_.param_groups:
+                    group[name] = value
+                continue
+            if _same_value(getattr(self, name), value):
+                continue
+            setattr(self, name, value)
+            if name == "threshold":
+                self.threshold_policy_ = make_threshold(value)
+            elif name == "history_size":
+                self.snapshots_.resize(value)
+            elif name == "snapshot_every":
+                self.snapshots_.snapshot_every = value
         return self
 
     def discrepancy(self, X, current_logits=None, reference=None, dtype=None):

@@ -56,7 +56,10 @@ def memorization_discrepancy(reference_logits, current_logits):
     """
     log_p_ref = log_softmax(reference_logits, dim=-1)
     log_p_cur = log_softmax(current_logits, dim=-1)
-    kl = (log_p_ref.exp() * (log_p_ref - log_p_cur)).sum(dim=-1)
+    p_ref = log_p_ref.exp()
+    # 0 * log 0 = 0: a class the reference rules out contributes nothing.
+    terms = (p_ref * (log_p_ref - log_p_cur)).masked_fill(p_ref == 0, 0.0)
+    kl = terms.sum(dim=-1)
     # Rounding can push a zero divergence a hair below zero.
     return kl.clamp_min(0.0)
 

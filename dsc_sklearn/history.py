@@ -159,6 +159,12 @@ class SnapshotBuffer:
             }
         return self._stacked
 
+    def resize(self, history_size):
+        """Keep at most ``history_size`` snapshots from now on (newest kept)."""
+        self.history_size = history_size
+        self._snapshots = deque(self._snapshots, maxlen=history_size)
+        self._stacked = None
+
     def to(self, device):
         """Move every snapshot to ``device`` in place and return ``self``."""
         for state in self._snapshots:

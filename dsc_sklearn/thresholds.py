@@ -130,7 +130,7 @@ class AutoThreshold:
         Number of admitted batches that calibrate the threshold.
     warmup : int, default=10
         Number of batches observed before anything may be flagged.
-    max_flagged_fraction : float, default=0.5
+    max_flagged_fraction : float, default=1.0
         Batches with a larger flagged fraction are kept out of the window.
 
     Examples

@@ -390,3 +390,26 @@ def test_cuda_end_to_end(digits):
 def test_auto_device_picks_cuda(digits):
     clf = DiscrepancyAwareOnlineClassifier().fit(digits.X_train[:100], digits.y_train[:100])
     assert clf.device_.type == "cuda"
+
+
+def test_set_params_mid_stream_switches_the_defence(digits):
+    X, y = digits.X_train, digits.y_train
+    clf = DiscrepancyAwareOnlineClassifier(correction="none", random_state=0)
+    stream(clf, X[:300], y[:300])
+    snapshots = len(clf.snapshots_)
+    momentum = clf.net_.optimizer_.state_dict()["state"]
+    clf.set_params(correction="dsc", threshold=0.0, lr=0.05, history_size=2)
+    clf.partial_fit(X[300:400], y[300:400])
+    assert clf.stream_log_[-1]["threshold"] == 0.0
+    assert clf.stream_log_[-1]["n_flagged"] > 0
+    assert clf.net_.optimizer_.param_groups[0]["lr"] == 0.05
+    assert len(clf.snapshots_) == min(2, snapshots)
+    assert momentum  # optimizer state was kept, not rebuilt
+
+
+def test_unchanged_parameters_keep_the_threshold_calibration(digits):
+    clf = DiscrepancyAwareOnlineClassifier(threshold=linear_schedule(), random_state=0)
+    stream(clf, digits.X_train[:300], digits.y_train[:300])
+    clf.set_params(threshold=linear_schedule())  # an equal schedule, not a new one
+    clf.partial_fit(digits.X_train[300:400], digits.y_train[300:400])
+    assert clf.stream_log_[-1]["threshold"] == pytest.approx(0.5 + 0.02 * 3)
