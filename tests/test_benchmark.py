@@ -1,0 +1,63 @@
+"""Tests for the benchmark suite, its table, plots and the CLI."""
+
+import json
+
+import pytest
+
+from dsc_sklearn.benchmark import (
+    BENCHMARKS,
+    DEFENCES,
+    make_defence,
+    results_table,
+    run_benchmark,
+)
+from dsc_sklearn.cli import main
+from dsc_sklearn.modules import SmallCNN
+
+FAST = dict(max_steps=2, burn_in_epochs=1, defence_warmup=1)
+
+
+def test_every_defence_and_benchmark_builds():
+    for benchmark in BENCHMARKS:
+        for defence in DEFENCES:
+            assert make_defence(defence, benchmark).get_params()
+    assert make_defence("DSC-paper", "digits-mlp").granularity == "batch"
+    assert make_defence("ST", "mnist1d-cnn").input_bounds is None
+    assert make_defence("ST", "digits-cnn").module.func is SmallCNN
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="Unknown defence"):
+        make_defence("magic", "digits-mlp")
+    with pytest.raises(ValueError, match="Unknown benchmark"):
+        run_benchmark(["cifar"], ["ST"], [0])
+
+
+def test_run_benchmark_records_and_table():
+    records = run_benchmark(["digits-cnn"], ["ST", "DSC-default"], [0], progress=False,
+                            n_jobs=2, **FAST)
+    # ST also runs the noise and trigger-only baselines of the attack.
+    assert sorted((r["defence"], r["attack"]) for r in records) == [
+        ("DSC-default", "accumulative"), ("ST", "accumulative"), ("ST", "noise"),
+        ("ST", "trigger_only")]
+    json.dumps(records)  # JSON-serialisable
+    table = results_table(records)
+    assert table.count("\n| digits-cnn |") == 4
+    assert "after trigger" in table
+
+
+def test_cli_quick_smoke(tmp_path, capsys):
+    status = main(["benchmark", "--quick", "--defences", "ST", "GC", "--seeds", "1",
+                   "--max-steps", "2", "--output", str(tmp_path)])
+    assert status == 0
+    assert "| digits-mlp | GC | accumulative |" in capsys.readouterr().out
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert {r["defence"] for r in records} == {"ST", "GC"}
+    assert "dsc-sklearn benchmark" in (tmp_path / "results.md").read_text()
+    for name in ("accuracy_stream", "discrepancy", "tradeoff"):
+        assert (tmp_path / f"digits-mlp_{name}.png").stat().st_size > 1000
+
+
+def test_cli_rejects_unknown_defence(capsys):
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--defences", "magic"])
