@@ -6,7 +6,15 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .benchmark import BENCHMARKS, DEFENCES, results_table, run_benchmark, save_results
+from .benchmark import (
+    BENCHMARKS,
+    DEFENCES,
+    drift_table,
+    results_table,
+    run_benchmark,
+    save_results,
+)
+from .evaluation import DRIFTS
 
 __all__ = ["main"]
 
@@ -36,6 +44,8 @@ def _parser():
                        help="stream of data held out of burn-in, or burn-in data again")
     bench.add_argument("--max-steps", type=int, default=40,
                        help="maximum accumulative batches per run")
+    bench.add_argument("--drifts", nargs="*", choices=list(DRIFTS), default=list(DRIFTS),
+                       help="benign drifts to run (none: --drifts with no value)")
     bench.add_argument("--n-jobs", type=int, default=1, help="parallel runs (joblib)")
     bench.add_argument("--output", type=Path, default=None,
                        help="directory for results.json, results.md and plots")
@@ -49,9 +59,11 @@ def _benchmark(args):
     started = time.perf_counter()
     records = run_benchmark(
         benchmarks, args.defences, tuple(range(n_seeds)), stream=args.stream,
-        n_jobs=args.n_jobs, max_steps=args.max_steps,
+        drifts=tuple(args.drifts), n_jobs=args.n_jobs, max_steps=args.max_steps,
     )
-    table = results_table(records)
+    table = "## Accumulative poisoning\n\n" + results_table(records)
+    if args.drifts:
+        table += "\n## Benign drift (clean streams)\n\n" + drift_table(records)
     print(table)
     print(f"{len(records)} runs in {time.perf_counter() - started:.1f} s")
     if args.output is not None:

@@ -16,6 +16,7 @@ policy. The value in force is a 0-d tensor on the statistic's device, so
 flagging does not synchronise with the host.
 """
 
+import copy
 import math
 import numbers
 from collections import deque
@@ -222,12 +223,15 @@ def make_threshold(threshold):
 
     Parameters
     ----------
-    threshold : float, "auto" or callable
-        A non-negative float, ``"auto"`` or ``schedule(step) -> float``.
+    threshold : float, "auto", callable or policy
+        A non-negative float, ``"auto"``, ``schedule(step) -> float``, or a
+        configured policy such as ``AutoThreshold(quantile=0.995)`` (any
+        object with ``current``, ``flag`` and ``update`` methods), which is
+        deep-copied so that every estimator calibrates its own.
 
     Returns
     -------
-    policy : FixedThreshold, AutoThreshold or ScheduleThreshold
+    policy : FixedThreshold, AutoThreshold, ScheduleThreshold or a copy of the policy
 
     Examples
     --------
@@ -237,6 +241,9 @@ def make_threshold(threshold):
     """
     if isinstance(threshold, str) and threshold == "auto":
         return AutoThreshold()
+    if all(hasattr(threshold, name) for name in ("current", "flag", "update")):
+        # A configured policy: copy it so every estimator calibrates its own.
+        return copy.deepcopy(threshold)
     if callable(threshold):
         return ScheduleThreshold(threshold)
     if (
@@ -247,5 +254,5 @@ def make_threshold(threshold):
         return FixedThreshold(threshold)
     raise ValueError(
         "threshold must be a non-negative float (an absolute KL value), "
-        f"'auto' or a callable step -> float; got {threshold!r}."
+        f"'auto', a callable step -> float or a threshold policy; got {threshold!r}."
     )

@@ -7,6 +7,7 @@ import pytest
 from dsc_sklearn.benchmark import (
     BENCHMARKS,
     DEFENCES,
+    drift_table,
     make_defence,
     results_table,
     run_benchmark,
@@ -35,7 +36,7 @@ def test_unknown_names_are_refused():
 
 def test_run_benchmark_records_and_table():
     records = run_benchmark(["digits-cnn"], ["ST", "DSC-default"], [0], progress=False,
-                            n_jobs=2, **FAST)
+                            n_jobs=2, drifts=(), **FAST)
     # ST also runs the noise and trigger-only baselines of the attack.
     assert sorted((r["defence"], r["attack"]) for r in records) == [
         ("DSC-default", "accumulative"), ("ST", "accumulative"), ("ST", "noise"),
@@ -46,13 +47,30 @@ def test_run_benchmark_records_and_table():
     assert "after trigger" in table
 
 
+def test_drift_runs_and_table():
+    variants = {"plain": {"correction": "none"}, "gated": {"threshold": 0.0}}
+    records = run_benchmark(["digits-mlp"], variants, [0], progress=False,
+                            drifts=("brightness",), **FAST)
+    drift = [r for r in records if r["attack"] == "drift-brightness"]
+    assert {r["defence"] for r in drift} == {"plain", "gated"}
+    plain = next(r for r in drift if r["defence"] == "plain")
+    assert plain["accuracy_gap"] == 0.0  # plain training is its own twin
+    assert plain["flagged_fraction_drift"] == 0.0
+    table = drift_table(records)
+    assert table.count("| brightness |") == 2
+    assert "drift" not in results_table(records).split("\n", 2)[2]
+
+
 def test_cli_quick_smoke(tmp_path, capsys):
     status = main(["benchmark", "--quick", "--defences", "ST", "GC", "--seeds", "1",
-                   "--max-steps", "2", "--output", str(tmp_path)])
+                   "--max-steps", "2", "--drifts", "translation", "--output", str(tmp_path)])
     assert status == 0
-    assert "| digits-mlp | GC | accumulative |" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "| digits-mlp | GC | accumulative |" in output
+    assert "| digits-mlp | GC | translation |" in output
     records = json.loads((tmp_path / "results.json").read_text())
     assert {r["defence"] for r in records} == {"ST", "GC"}
+    assert {r["attack"] for r in records} >= {"accumulative", "drift-translation"}
     assert "dsc-sklearn benchmark" in (tmp_path / "results.md").read_text()
     for name in ("accuracy_stream", "discrepancy", "tradeoff"):
         assert (tmp_path / f"digits-mlp_{name}.png").stat().st_size > 1000

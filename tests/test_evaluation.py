@@ -6,12 +6,18 @@ from numpy.testing import assert_array_equal
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
 from dsc_sklearn.datasets import load_stream_dataset
-from dsc_sklearn.evaluation import detection_report, run_stream_protocol
+from dsc_sklearn.evaluation import (
+    apply_drift,
+    detection_report,
+    run_drift_protocol,
+    run_stream_protocol,
+)
 
 
 def plain(**params):
+    params = {"correction": "none", **params}
     return DiscrepancyAwareOnlineClassifier(
-        correction="none", hidden_layer_sizes=(128, 128), input_bounds=(0.0, 1.0), **params)
+        hidden_layer_sizes=(128, 128), input_bounds=(0.0, 1.0), **params)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +114,37 @@ def test_detection_report_without_poison_has_nan_rates():
 def test_detection_report_shape_mismatch():
     with pytest.raises(ValueError, match="one value per sample"):
         detection_report([True], [True, False])
+
+
+@pytest.mark.parametrize("kind", ["noise", "brightness", "translation"])
+def test_apply_drift_kinds(kind):
+    X = np.random.default_rng(0).uniform(size=(5, 64)).astype(np.float32)
+    assert apply_drift(X, kind, 0.0, image_shape=(1, 8, 8)).tolist() == X.tolist()
+    moved = apply_drift(X, kind, 1.0, image_shape=(1, 8, 8), input_bounds=(0.0, 1.0),
+                        random_state=0)
+    assert moved.dtype == np.float32 and moved.min() >= 0.0 and moved.max() <= 1.0
+    assert not np.allclose(moved, X)
+
+
+def test_translation_moves_along_the_last_image_axis():
+    image = np.arange(16, dtype=np.float32).reshape(1, 16)
+    moved = apply_drift(image, "translation", 1, image_shape=(1, 4, 4)).reshape(4, 4)
+    assert moved[:, 0].tolist() == [0, 0, 0, 0]
+    assert moved[:, 1].tolist() == [0, 4, 8, 12]
+
+
+def test_apply_drift_unknown_kind():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        apply_drift(np.zeros((1, 2)), "rotation", 1.0)
+
+
+def test_drift_protocol_plain_training_has_no_gap(digits):
+    result = run_drift_protocol(plain(), digits[0], kind="noise", n_steps=3,
+                                burn_in_epochs=1, defence_warmup=1, random_state=0)
+    assert result.accuracy_gap == 0.0
+    assert result.flagged_fraction_drift == 0.0
+    gated = run_drift_protocol(plain(correction="dsc", threshold=0.0), digits[0],
+                               kind="noise", n_steps=3, burn_in_epochs=1,
+                               defence_warmup=1, random_state=0)
+    assert gated.flagged_fraction_drift > 0
+    assert gated.accuracy_plain == result.accuracy_plain  # same twin, same stream
