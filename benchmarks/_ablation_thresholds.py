@@ -1,0 +1,36 @@
+"""Exploratory threshold policies of the ablation study (not part of the library)."""
+
+from dsc_sklearn.thresholds import AutoThreshold
+
+
+class MarginThreshold(AutoThreshold):
+    """``margin`` times the window quantile: tolerates gradual drift."""
+
+    def __init__(self, margin=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.margin = margin
+
+    def current(self, device=None):
+        return super().current(device) * self.margin
+
+
+class PatientThreshold(MarginThreshold):
+    """Admit a batch anyway after ``patience`` consecutive exclusions."""
+
+    def __init__(self, patience=10, **kwargs):
+        super().__init__(**kwargs)
+        self.patience = patience
+        self.n_excluded = 0
+
+    def update(self, statistic, flagged):
+        excluded = float(flagged.float().mean()) > self.max_flagged_fraction
+        self.n_excluded = self.n_excluded + 1 if excluded else 0
+        if self.n_excluded < self.patience:
+            super().update(statistic, flagged)
+            return
+        self.n_excluded = 0
+        saved, self.max_flagged_fraction = self.max_flagged_fraction, 1.0
+        try:
+            super().update(statistic, flagged)
+        finally:
+            self.max_flagged_fraction = saved

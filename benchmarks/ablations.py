@@ -1,0 +1,88 @@
+"""Ablations of the defence: which levers make the default win, and at what cost.
+
+Runs every variant below, and the baselines, through the benchmark protocol
+(:func:`dsc_sklearn.benchmark.run_benchmark`, attack and benign drifts) and
+writes ``ablations.json``, ``ablations.md`` and one robustness-against-cost
+plot per benchmark::
+
+    python benchmarks/ablations.py --benchmarks digits-mlp --seeds 5 --output ablations
+
+The table in ``docs/ablations.md`` was produced this way.
+"""
+
+import argparse
+from pathlib import Path
+
+from dsc_sklearn.benchmark import (
+    DEFENCES,
+    drift_table,
+    results_table,
+    run_benchmark,
+    save_results,
+)
+from dsc_sklearn.thresholds import AutoThreshold
+
+from _ablation_thresholds import MarginThreshold, PatientThreshold
+
+# A loss or discrepancy threshold whose window keeps out batches it flagged.
+EXCLUDING = AutoThreshold(max_flagged_fraction=0.5)
+LONG_WINDOW = AutoThreshold(window=100)
+BATCH_DROP = {"granularity": "batch", "correction": "drop"}
+
+VARIANTS = {
+    "ST": DEFENCES["ST"],
+    "GC": DEFENCES["GC"],
+    "DSC-paper": DEFENCES["DSC-paper"],
+    "sample-dsc (0.1.0 default)": {"threshold": "auto"},
+    "batch-dsc": {"granularity": "batch"},
+    "sample-drop": {"correction": "drop"},
+    "batch-drop": BATCH_DROP,
+    "batch-drop excl": {**BATCH_DROP, "threshold": EXCLUDING},
+    "batch-drop +loss": {**BATCH_DROP, "loss_threshold": "auto"},
+    "batch-drop +loss excl": {**BATCH_DROP, "threshold": LONG_WINDOW,
+                              "loss_threshold": EXCLUDING},
+    "batch-dsc +loss excl": {"granularity": "batch", "threshold": LONG_WINDOW,
+                             "loss_threshold": EXCLUDING},
+    "loss only excl": {**BATCH_DROP, "threshold": 1e9, "loss_threshold": EXCLUDING},
+    "batch-drop +loss excl x1.5": {
+        **BATCH_DROP, "threshold": LONG_WINDOW,
+        "loss_threshold": MarginThreshold(margin=1.5, max_flagged_fraction=0.5)},
+    "batch-drop +loss excl p40": {
+        **BATCH_DROP, "threshold": LONG_WINDOW,
+        "loss_threshold": PatientThreshold(patience=40, max_flagged_fraction=0.5)},
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmarks", nargs="+", default=["digits-mlp"])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--drifts", nargs="*", default=None,
+                        help="benign drifts (default: all; none: --drifts)")
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=Path("ablations"))
+    args = parser.parse_args(argv)
+    variants = {name: VARIANTS[name] for name in args.variants}
+    drifts = {} if args.drifts is None else {"drifts": tuple(args.drifts)}
+    records = run_benchmark(args.benchmarks, variants, tuple(range(args.seeds)),
+                            n_jobs=args.n_jobs, **drifts)
+    args.output.mkdir(parents=True, exist_ok=True)
+    save_results(records, args.output / "ablations.json")
+    table = ("## Accumulative poisoning\n\n" + results_table(records)
+             + "\n## Benign drift\n\n" + drift_table(records))
+    (args.output / "ablations.md").write_text(table)
+    print(table)
+    from dsc_sklearn.plotting import plot_tradeoff, _pyplot
+
+    plt = _pyplot()
+    for benchmark in args.benchmarks:
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        plot_tradeoff(records, benchmark, ax=ax)
+        fig.tight_layout()
+        fig.savefig(args.output / f"{benchmark}_ablations_tradeoff.png", dpi=110)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
