@@ -3,6 +3,8 @@
 import copy
 import inspect
 import numbers
+import os
+import pickle
 from collections import deque
 from contextlib import contextmanager
 
@@ -10,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
     check_classification_targets,
@@ -19,6 +21,7 @@ from sklearn.utils.multiclass import (
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ._net import LOG_FIELDS, DiscrepancyAwareNet
+from ._persistence import estimator_state, load_estimator_state
 from .correction import CORRECTIONS
 from .discrepancy import REFERENCES
 from .modules import MLP
@@ -32,8 +35,24 @@ MAX_LOG_RECORDS = 10_000
 _LIVE_PARAMS = (
     "lr", "momentum", "history_size", "snapshot_every", "reference", "threshold",
     "granularity", "correction", "epsilon", "step_size", "max_correction_steps",
-    "clip_value", "input_bounds",
+    "clip_value", "input_bounds", "loss_threshold",
 )
+
+
+def _to_host(records, flags):
+    """The steps' records and flags as arrays, in one device-to-host copy.
+
+    Returns ``(values, flagged)``: a float32 array of shape ``(n_steps,
+    len(LOG_FIELDS))`` and a boolean array with one entry per row trained.
+    """
+    records, flags = torch.stack(records), torch.cat(flags)
+    packed = torch.cat((records.flatten(), flags.to(records.dtype))).cpu().numpy()
+    return packed[:records.numel()].reshape(records.shape), packed[records.numel():] != 0
+
+
+def _integer_labels(y):
+    """Whether ``y`` is a 1-D array of integer or boolean labels."""
+    return isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "biu"
 
 
 @contextmanager
@@ -97,13 +116,14 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         ``"max"`` reduce the discrepancies over all snapshots; ``"all"``
         flags like ``"max"`` and makes :meth:`memorization_discrepancy`
         return one column per snapshot.
-    threshold : float, "auto" or callable, default="auto"
+    threshold : float, "auto", callable or policy, default="auto"
         When a discrepancy is too high: an absolute KL value, ``"auto"``
-        (calibrated online from recent unflagged batches with robust
-        statistics after a warm-up of 10 batches, see
-        :class:`~dsc_sklearn.thresholds.AutoThreshold`) or a callable
+        (calibrated online as a high quantile of the discrepancies of recent
+        batches, after a warm-up of 10 batches, see
+        :class:`~dsc_sklearn.thresholds.AutoThreshold`), a callable
         ``step -> float`` such as
-        :func:`~dsc_sklearn.thresholds.linear_schedule`.
+        :func:`~dsc_sklearn.thresholds.linear_schedule`, or a configured
+        policy such as ``AutoThreshold(quantile=0.995)``.
     granularity : {"sample", "batch"}, default="sample"
         Flag samples one by one, or the whole batch on its mean discrepancy
         as the reference implementation does.
@@ -128,6 +148,11 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
     input_bounds : tuple of (float, float), default=None
         Range corrected inputs are clamped to, e.g. ``(0.0, 1.0)`` for
         images; ``None`` for unbounded (standardised) inputs.
+    loss_threshold : float, "auto", callable or policy, default=None
+        Also flag the units whose cross-entropy under the current model
+        exceeds this threshold (same forms as ``threshold``, its own
+        calibration); a unit is flagged when either gate fires. ``None``
+        gates on the discrepancy alone.
     device : str or torch.device, default="auto"
         Torch device; ``"auto"`` picks CUDA when available.
     random_state : int, RandomState instance or None, default=None
@@ -142,7 +167,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         Class labels.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column
         names.
     net_ : DiscrepancyAwareNet
@@ -182,13 +207,14 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
     >>> X, y = load_digits(return_X_y=True)
     >>> X = X / 16.0
     >>> clf = DiscrepancyAwareOnlineClassifier(input_bounds=(0.0, 1.0), random_state=0)
-    >>> for start in range(0, 1500, 100):
-    ...     clf = clf.partial_fit(X[start:start + 100], y[start:start + 100],
-    ...                           classes=range(10))
+    >>> for epoch in range(3):
+    ...     for start in range(0, 1500, 100):
+    ...         clf = clf.partial_fit(X[start:start + 100], y[start:start + 100],
+    ...                               classes=range(10))
     >>> clf.n_batches_seen_
-    15
+    45
     >>> print(f"{clf.score(X[1500:], y[1500:]):.2f}")
-    0.92
+    0.84
     """
 
     _parameter_constraints = {
@@ -205,6 +231,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             Interval(numbers.Real, 0, None, closed="left"),
             StrOptions({"auto"}),
             callable,
+            HasMethods(["current", "flag", "update"]),
         ],
         "granularity": [StrOptions({"sample", "batch"})],
         "correction": [StrOptions(set(CORRECTIONS))],
@@ -213,6 +240,13 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         "max_correction_steps": [Interval(numbers.Integral, 0, None, closed="left")],
         "clip_value": [None, Interval(numbers.Real, 0, None, closed="neither")],
         "input_bounds": [None, tuple, list],
+        "loss_threshold": [
+            None,
+            Interval(numbers.Real, 0, None, closed="left"),
+            StrOptions({"auto"}),
+            callable,
+            HasMethods(["current", "flag", "update"]),
+        ],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -238,6 +272,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         max_correction_steps=10,
         clip_value=None,
         input_bounds=None,
+        loss_threshold=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -259,6 +294,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         self.max_correction_steps = max_correction_steps
         self.clip_value = clip_value
         self.input_bounds = input_bounds
+        self.loss_threshold = loss_threshold
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -283,7 +319,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         self._reset()
         try:
-            X, y = validate_data(self, X, y, dtype=np.float32, reset=True)
+            X, y = validate_data(
+                self, X, y, dtype=np.float32, force_writeable=True, reset=True
+            )
             check_classification_targets(y)
             classes = unique_labels(y)
             for _ in range(self.max_epochs):
@@ -315,8 +353,14 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         try:
             if first_call:
                 self._validate_params()
-            X, y = validate_data(self, X, y, dtype=np.float32, reset=first_call)
-            check_classification_targets(y)
+            else:
+                self._validate_changed_params()
+            X, y = validate_data(
+                self, X, y, dtype=np.float32, force_writeable=True, reset=first_call
+            )
+            if not _integer_labels(y):
+                # 1-D integer labels always pass; the check costs a sort.
+                check_classification_targets(y)
             if classes is not None:
                 classes = unique_labels(column_or_1d(classes))
             self._partial_fit(X, y, classes)
@@ -326,10 +370,40 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             raise
         return self
 
+    def _validate_params(self):
+        super()._validate_params()
+        bounds = self.input_bounds
+        if bounds is not None and not (
+            len(bounds) == 2
+            and all(isinstance(b, numbers.Real) and np.isfinite(b) for b in bounds)
+            and bounds[0] < bounds[1]
+        ):
+            raise ValueError(
+                "input_bounds must be None or a pair (low, high) of finite "
+                f"numbers with low < high, e.g. (0.0, 1.0); got {bounds!r}."
+            )
+
+    def _validate_changed_params(self):
+        """Validate the parameters again when set_params changed them.
+
+        A full validation costs about as much as a small training step, so
+        it runs only when the parameters that take effect mid-stream (and
+        ``batch_size``) differ from those seen at the previous call.
+        """
+        params = {name: getattr(self, name) for name in (*_LIVE_PARAMS, "batch_size")}
+        try:
+            unchanged = params == self.__dict__.get("_validated_live_params")
+        except (TypeError, ValueError):
+            unchanged = False
+        if not unchanged:
+            self._validate_params()
+            self._validated_live_params = dict(params)
+
     def _reset(self):
         for attribute in ("classes_", "net_", "device_", "n_batches_seen_",
                           "n_samples_seen_", "n_flagged_", "stream_log_", "last_flagged_",
-                          "n_features_in_", "feature_names_in_"):
+                          "n_features_in_", "feature_names_in_",
+                          "_validated_live_params"):
             self.__dict__.pop(attribute, None)
 
     def _partial_fit(self, X, y, classes):
@@ -348,15 +422,26 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         Xt = torch.as_tensor(X, device=self.device_)
         yt = torch.as_tensor(y_encoded, device=self.device_)
         records, flags = [], []
-        for start in range(0, len(Xt), self.batch_size):
-            batch = (Xt[start:start + self.batch_size], yt[start:start + self.batch_size])
-            step = self.net_.train_step(batch)
-            records.append(step["record"])
-            flags.append(step["flagged"])
-        self.last_flagged_ = torch.cat(flags).cpu().numpy()
-        self._log(records, n_samples=len(Xt))
+        try:
+            for start in range(0, len(Xt), self.batch_size):
+                stop = start + self.batch_size
+                batch = (Xt[start:stop], yt[start:stop])
+                step = self.net_.train_step(batch)
+                records.append(step["record"])
+                flags.append(step["flagged"])
+        finally:
+            # Count and log the chunks that trained, even when a later one
+            # raised, so the counters and the log always match the weights.
+            if records:
+                values, self.last_flagged_ = _to_host(records, flags)
+                self._log(values, n_samples=len(self.last_flagged_))
 
     def _encode(self, y):
+        if _integer_labels(y) and y.dtype.kind == self.classes_.dtype.kind:
+            # Fast path: one binary search instead of two sorts of y.
+            encoded = np.searchsorted(self.classes_, y)
+            if (self.classes_.take(encoded, mode="clip") == y).all():
+                return encoded.astype(np.int64)
         unknown = np.setdiff1d(np.unique(y), self.classes_)
         if unknown.size:
             raise ValueError(
@@ -367,11 +452,15 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             )
         return np.searchsorted(self.classes_, y).astype(np.int64)
 
-    def _initialize(self, X):
-        self.device_ = torch.device(
+    def _resolve_device(self):
+        """The torch device the ``device`` parameter names now."""
+        return torch.device(
             ("cuda" if torch.cuda.is_available() else "cpu")
             if self.device == "auto" else self.device
         )
+
+    def _initialize(self, X):
+        self.device_ = self._resolve_device()
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with _torch_seed(seed, self.device_):
             self.net_ = DiscrepancyAwareNet(
@@ -409,8 +498,16 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         return module(**{key: value for key, value in sizes.items() if key in accepted})
 
     def _check_output_width(self, X):
-        with torch.no_grad():
-            shape = tuple(self._forward(X[:1]).shape)
+        try:
+            with torch.no_grad():
+                shape = tuple(self._forward(X[:1]).shape)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(
+                f"The module cannot process one sample of {X.shape[1]} features: "
+                f"{exc}. Build it for n_features={X.shape[1]} (pass the module "
+                "class, which is called with n_features and n_classes) or check "
+                "its forward."
+            ) from exc
         n_classes = len(self.classes_)
         if shape != (1, n_classes):
             raise ValueError(
@@ -419,9 +516,19 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 f"(n_samples, n_classes), here (1, {n_classes}). Give its last "
                 "layer one output per class."
             )
+        if len(X) > 1:
+            with torch.no_grad():
+                shape = tuple(self._forward(X[:2]).shape)
+            if shape != (2, n_classes):
+                raise ValueError(
+                    f"The module maps two samples to an output of shape {shape}: "
+                    f"it must return one row of logits per sample, here (2, "
+                    f"{n_classes}). Do not reduce or reshape over the batch "
+                    "dimension in forward."
+                )
 
-    def _log(self, records, n_samples):
-        values = torch.stack(records).cpu().numpy()
+    def _log(self, values, n_samples):
+        """Append one record per row of ``values`` (the :data:`LOG_FIELDS`)."""
         for row in values:
             self.n_batches_seen_ += 1
             record = {"step": self.n_batches_seen_}
@@ -438,6 +545,121 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 f"samples={self.n_samples_seen_} flagged={n_flagged} "
                 f"loss={values[-1, 0]:.4f}"
             )
+
+    # --------------------------------------------------------- persistence
+
+    def save_params(self, f):
+        """Save the fitted state to a file that loads without running code.
+
+        The file holds the module's weights, the optimizer state (momentum),
+        the snapshot buffer, the threshold calibration, the random generator
+        of ``correction="adversarial"``, ``classes_``, ``n_features_in_``,
+        ``feature_names_in_``, the counters and ``stream_log_``: only tensors
+        and plain Python values, so ``torch.load(f, weights_only=True)``
+        reads it without unpickling code. The parameters are not stored
+        (bar a copy of the plain ones, for checks): :meth:`load_params` on an
+        estimator constructed with the same parameters restores the state.
+        Unlike pickle, such a file is safe to load from an untrusted source.
+
+        Parameters
+        ----------
+        f : str, os.PathLike or file-like object
+            Where to write, with :func:`torch.save`.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+        >>> rng = np.random.RandomState(0)
+        >>> X, y = rng.rand(300, 4), rng.randint(3, size=300)
+        >>> clf = DiscrepancyAwareOnlineClassifier(random_state=0)
+        >>> clf = clf.partial_fit(X[:200], y[:200], classes=[0, 1, 2])
+        >>> path = os.path.join(tempfile.mkdtemp(), "checkpoint.pt")
+        >>> clf.save_params(path)
+        >>> restored = DiscrepancyAwareOnlineClassifier(random_state=0).load_params(path)
+        >>> restored.n_batches_seen_, restored.classes_
+        (2, array([0, 1, 2]))
+        >>> clf = clf.partial_fit(X[200:], y[200:])
+        >>> restored = restored.partial_fit(X[200:], y[200:])
+        >>> bool(np.allclose(clf.predict_proba(X), restored.predict_proba(X), atol=1e-6))
+        True
+        """
+        check_is_fitted(self)
+        torch.save(estimator_state(self), f)
+
+    def load_params(self, f):
+        """Restore the state saved by :meth:`save_params`; the stream continues.
+
+        Construct the estimator with the parameters of the saved one (fitted
+        or not), then load: the stream then continues exactly as it would
+        have without the interruption. The tensors are mapped to this
+        estimator's ``device``, so a model trained on CUDA loads on a
+        machine without CUDA when ``device`` is ``"auto"`` or ``"cpu"``.
+        Plain parameters (``lr``, ``threshold``, ...) that differ from the
+        saved ones raise a warning and are in force, as after
+        ``set_params``.
+
+        Parameters
+        ----------
+        f : str, os.PathLike or file-like object
+            A file written by :meth:`save_params`; read with
+            ``torch.load(f, weights_only=True)``, which runs no code from it.
+
+        Returns
+        -------
+        self : DiscrepancyAwareOnlineClassifier
+            The restored estimator.
+
+        Raises
+        ------
+        ValueError
+            When the file is not a checkpoint of this class, or does not
+            match the estimator: another architecture, threshold policy, or,
+            for a fitted estimator, other classes or number of features. The
+            estimator is then left as it was.
+
+        Examples
+        --------
+        >>> import io
+        >>> import numpy as np
+        >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+        >>> rng = np.random.RandomState(0)
+        >>> X, y = rng.rand(100, 4), rng.choice(["cat", "dog"], size=100)
+        >>> buffer = io.BytesIO()
+        >>> DiscrepancyAwareOnlineClassifier(random_state=0).fit(X, y).save_params(buffer)
+        >>> _ = buffer.seek(0)
+        >>> DiscrepancyAwareOnlineClassifier().load_params(buffer).classes_
+        array(['cat', 'dog'], dtype='<U3')
+        """
+        self._validate_params()
+        device = self._resolve_device()
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"This estimator has device={self.device!r}, but CUDA is not "
+                "available. Construct it with device='auto' or 'cpu' to load "
+                "the checkpoint on the CPU."
+            )
+        source = (f"The file {os.fspath(f)!r}" if isinstance(f, (str, os.PathLike))
+                  else "The checkpoint")
+        try:
+            payload = torch.load(f, map_location=device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError) as exc:
+            raise ValueError(
+                f"{source} is not a checkpoint written by save_params: "
+                f"torch.load(weights_only=True) refused it ({exc}). A pickle or "
+                "joblib file of the estimator loads with pickle.load or "
+                "joblib.load, which run code from the file: use them only on "
+                "files you trust."
+            ) from exc
+        return load_estimator_state(self, payload, source)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        net = self.__dict__.get("net_")
+        if net is not None and "device_" in self.__dict__:
+            # skorch maps a net pickled on CUDA to the CPU when CUDA is missing.
+            self.device_ = torch.device(net.device)
 
     # ------------------------------------------------------------- predict
 
@@ -474,7 +696,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
     def _validated_input(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, dtype=np.float32, reset=False)
+        # torch warns about read-only arrays, which pandas may hand out.
+        return validate_data(self, X, dtype=np.float32, force_writeable=True, reset=False)
 
     def predict_proba(self, X):
         """Class probabilities.

@@ -1,11 +1,12 @@
 """The skorch network whose training step runs the discrepancy defence."""
 
+import functools
 import math
 
 import torch
-from skorch import NeuralNetClassifier
+from skorch import NeuralNet, NeuralNetClassifier
 from torch import nn
-from torch.func import functional_call
+from torch.nn.functional import cross_entropy
 
 from .correction import (
     adversarial_examples,
@@ -13,7 +14,7 @@ from .correction import (
     loss_descent,
 )
 from .discrepancy import decision_statistic, memorization_discrepancy, reduce_snapshots
-from .history import SnapshotBuffer, cast_floating, eval_mode
+from .history import SnapshotBuffer, call_with_state, cast_floating, eval_mode, set_mode
 from .modules import MLP, SmallCNN
 from .thresholds import make_threshold
 
@@ -48,6 +49,21 @@ def _same_value(old, new):
         return bool(old == new) or repr(old) == repr(new)
     except (TypeError, ValueError):
         return False
+
+
+def _union(masks):
+    """Rows flagged by any gate; a single gate's mask is returned as is."""
+    return masks[0] if len(masks) == 1 else torch.stack(masks).any(dim=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(device, values, dtype):
+    """A cached tensor of ``values`` on ``device``; do not modify it.
+
+    Building a tensor from Python numbers is a synchronising host-to-device
+    copy on CUDA; the log record of every step needs a few such constants.
+    """
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def is_mode_invariant(module):
@@ -92,6 +108,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         max_correction_steps=10,
         clip_value=None,
         input_bounds=None,
+        loss_threshold=None,
         **kwargs,
     ):
         super().__init__(module, *args, **kwargs)
@@ -106,6 +123,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         self.max_correction_steps = max_correction_steps
         self.clip_value = clip_value
         self.input_bounds = input_bounds
+        self.loss_threshold = loss_threshold
 
     def initialize(self):
         """Initialise the skorch components, the buffer and the threshold."""
@@ -113,11 +131,45 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         self.snapshots_ = SnapshotBuffer(self.history_size, self.snapshot_every)
         self.snapshots_.snapshot(self.module_)
         self.threshold_policy_ = make_threshold(self.threshold)
+        self.loss_threshold_policy_ = self._loss_policy(self.loss_threshold)
         self.mode_invariant_ = is_mode_invariant(self.module_)
         self.generator_ = torch.Generator().manual_seed(
             int(torch.randint(2**31 - 1, (1,)))
         )
+        self._register_device_state()
         return self
+
+    #: Attributes besides skorch's ``module_``, ``criterion_`` and
+    #: ``optimizer_`` that may hold tensors on the net's device.
+    device_state_attributes = (
+        "module", "snapshots_", "threshold_policy_", "loss_threshold_policy_",
+        "generator_",
+    )
+
+    def _register_device_state(self):
+        """Pickle the defence state the way skorch pickles the module.
+
+        skorch pickles the attributes named by a prefix in
+        ``cuda_dependent_attributes_`` apart and loads them back with
+        ``map_location``, so a net trained on CUDA unpickles on a machine
+        without CUDA. The snapshots, the threshold windows and the generator
+        hold tensors too, and so does ``module``: the estimator passes an
+        instance, which skorch keeps as ``module_`` and moves to the device.
+        """
+        missing = [name for name in self.device_state_attributes
+                   if name not in self.cuda_dependent_attributes_]
+        self.cuda_dependent_attributes_ = self.cuda_dependent_attributes_[:] + missing
+
+    def _set_training(self, training=True):
+        """skorch's mode switch of every module and criterion, made cheaper.
+
+        It runs at every training step; :func:`~dsc_sklearn.history.set_mode`
+        gives the result of ``module.train(training)`` for less.
+        """
+        for name in self._modules + self._criteria:
+            module = getattr(self, name + "_")
+            if isinstance(module, nn.Module):
+                set_mode(module, training)
 
     def configure(self, **params):
         """Change defence or optimizer parameters between training steps.
@@ -137,6 +189,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             setattr(self, name, value)
             if name == "threshold":
                 self.threshold_policy_ = make_threshold(value)
+            elif name == "loss_threshold":
+                self.loss_threshold_policy_ = self._loss_policy(value)
             elif name == "history_size":
                 self.snapshots_.resize(value)
             elif name == "snapshot_every":
@@ -169,7 +223,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         if current_logits is None:
             state = cast_floating(self.module_.state_dict(), dtype)
             with torch.no_grad(), eval_mode(self.module_):
-                current_logits = functional_call(self.module_, state, (X,))
+                current_logits = call_with_state(self.module_, state, X)
         reference_logits = self.snapshots_.reference_logits(
             self.module_, X, reference, dtype=dtype
         )
@@ -208,26 +262,75 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         """
         X, y = batch
         self._set_training(True)
-        train_logits = self.infer(X) if self.mode_invariant_ else None
+        train_logits = self._infer(X) if self.mode_invariant_ else None
         X_train, y_train = X, y
         statistic = flagged = threshold = None
         n_steps = 0
         if self.correction != "none":
-            current = train_logits.detach() if train_logits is not None else None
-            statistic = decision_statistic(self.discrepancy(X, current))
-            threshold = self.threshold_policy_.current(X.device)
-            units, unit_flags, flagged = self._flag(statistic, threshold)
-            X_train, y_train, n_steps = self._correct(X, y, flagged, threshold)
-            self.threshold_policy_.update(units, unit_flags)
+            current = self._current_logits(X, train_logits)
+            statistics = self._statistics(X, y, current)
+            policies = self._policies()
+            thresholds = [policy.current(X.device) for policy in policies]
+            gates = [self._flag(stat, tau) for stat, tau in zip(statistics, thresholds)]
+            flagged = _union([gate[2] for gate in gates])
+            X_train, y_train, n_steps = self._correct(X, y, flagged, thresholds)
+            for policy, (units, unit_flags, _) in zip(policies, gates):
+                policy.update(units, unit_flags)
+            statistic, threshold = statistics[0], thresholds[0]
         if X_train is not X or train_logits is None:
-            train_logits = self.infer(X_train) if len(X_train) else None
+            train_logits = self._infer(X_train) if len(X_train) else None
         loss = self._optimizer_step(train_logits, y_train, X_train)
         record = self._record(loss, statistic, flagged, threshold, n_steps)
         if flagged is None:
             flagged = torch.zeros(len(X), dtype=torch.bool, device=X.device)
         return {"loss": loss, "y_pred": train_logits, "record": record, "flagged": flagged}
 
-    def _correct(self, X, y, flagged, threshold):
+    def _to_device(self, tensor):
+        """``tensor`` on the net's device, as skorch's ``to_tensor`` puts it."""
+        return tensor if self.device is None else tensor.to(self.device)
+
+    def _infer(self, X):
+        """``infer(X)`` for a tensor, minus skorch's input conversions.
+
+        They cost a few percent of a small model's training step; a
+        subclass that overrides :meth:`infer` gets its own.
+        """
+        if type(self).infer is not NeuralNet.infer:
+            return self.infer(X)
+        return self.module_(self._to_device(X))
+
+    def _loss(self, logits, y, X):
+        """``get_loss(logits, y, X=X, training=True)``, minus the conversions."""
+        if (type(self).get_loss is not NeuralNetClassifier.get_loss
+                or isinstance(self.criterion_, nn.NLLLoss)):
+            return self.get_loss(logits, y, X=X, training=True)
+        return self.criterion_(logits, self._to_device(y))
+
+    @staticmethod
+    def _loss_policy(loss_threshold):
+        return None if loss_threshold is None else make_threshold(loss_threshold)
+
+    def _policies(self):
+        """The threshold policies in force: discrepancy, then loss if gated."""
+        if self.loss_threshold_policy_ is None:
+            return [self.threshold_policy_]
+        return [self.threshold_policy_, self.loss_threshold_policy_]
+
+    def _current_logits(self, X, train_logits):
+        """Eval-mode logits of the current model, reusing the training pass when equal."""
+        if train_logits is not None:
+            return train_logits.detach()
+        with torch.no_grad(), eval_mode(self.module_):
+            return self.module_(X)
+
+    def _statistics(self, X, y, logits):
+        """Per-sample decision statistics: the discrepancy, and the loss if gated."""
+        statistics = [decision_statistic(self.discrepancy(X, logits))]
+        if self.loss_threshold_policy_ is not None:
+            statistics.append(cross_entropy(logits, y, reduction="none"))
+        return statistics
+
+    def _correct(self, X, y, flagged, thresholds):
         """Return the inputs and labels to train on, and the steps taken."""
         options = dict(
             epsilon=self.epsilon,
@@ -237,8 +340,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         )
         if self.correction == "dsc":
             def still_flagged(X_corrected, logits):
-                statistic = decision_statistic(self.discrepancy(X_corrected, logits))
-                return self._flag(statistic, threshold)[2]
+                statistics = self._statistics(X_corrected, y, logits)
+                masks = [self._flag(stat, tau)[2] for stat, tau in zip(statistics, thresholds)]
+                return _union(masks)
 
             if not bool(flagged.any()):
                 return X, y, 0
@@ -263,9 +367,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         """One optimizer step on ``logits``; NaN loss when nothing is left."""
         if logits is None:
             self.snapshots_.maybe_snapshot(self.module_)
-            return torch.tensor(math.nan, device=y.device)
+            return _constant(y.device, math.nan, torch.get_default_dtype())
         self.optimizer_.zero_grad()
-        loss = self.get_loss(logits, y, X=X, training=True)
+        loss = self._loss(logits, y, X)
         loss.backward()
         if self.clip_value is not None:
             torch.nn.utils.clip_grad_norm_(
@@ -277,16 +381,17 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
 
     @staticmethod
     def _record(loss, statistic, flagged, threshold, n_steps):
+        """The step's :data:`LOG_FIELDS` as one float32 tensor on the device."""
         if statistic is None:
-            nan = torch.full((), math.nan, device=loss.device)
-            values = [loss, nan, nan, nan, torch.zeros_like(loss)]
-        else:
-            values = [
-                loss,
-                statistic.mean(),
-                statistic.max(),
-                threshold.to(loss.dtype),
-                flagged.sum().to(loss.dtype),
-            ]
-        values.append(torch.tensor(float(n_steps), device=loss.device))
+            rest = (math.nan, math.nan, math.nan, 0.0, float(n_steps))
+            return torch.cat((loss.reshape(1).to(torch.float32),
+                              _constant(loss.device, rest, torch.float32)))
+        values = [
+            loss,
+            statistic.mean(),
+            statistic.max(),
+            threshold.to(loss.dtype),
+            flagged.sum(dtype=loss.dtype),
+            _constant(loss.device, float(n_steps), torch.float32),
+        ]
         return torch.stack([value.to(torch.float32) for value in values])

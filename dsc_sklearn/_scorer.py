@@ -53,7 +53,7 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
         The fitted classifier.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column
         names.
 
@@ -76,7 +76,7 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
     >>> scorer.get_feature_names_out()
     array(['memorization_discrepancy'], dtype=object)
     >>> scorer.predict(X[:3] / 16.0)
-    array([1, 1, 1])
+    array([-1,  1,  1])
     """
 
     _parameter_constraints = {

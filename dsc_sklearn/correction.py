@@ -164,6 +164,18 @@ def loss_descent(module, X, y, *, epsilon, step_size, max_steps,
     )
 
 
+def _uniform_like(X, generator):
+    """Uniform noise of ``X``'s shape, dtype and device, drawn on the CPU.
+
+    The CPU generator gives the same numbers on every device. On CUDA the
+    copy goes through pinned memory, so it does not wait for the device.
+    """
+    noise = torch.rand(X.shape, generator=generator, device="cpu")
+    if X.device.type == "cuda":
+        noise = noise.pin_memory().to(X.device, non_blocking=True)
+    return noise.to(X)
+
+
 def adversarial_examples(module, X, y, *, epsilon, step_size, max_steps,
                          input_bounds=None, generator=None):
     """Madry et al.'s PGD: random start, ``max_steps`` signed ascent steps.
@@ -171,7 +183,7 @@ def adversarial_examples(module, X, y, *, epsilon, step_size, max_steps,
     Parameters are those of :func:`loss_descent`; ``generator`` seeds the
     random start. Returns ``(X_adversarial, n_steps)``.
     """
-    noise = torch.rand(X.shape, generator=generator, device="cpu").to(X)
+    noise = _uniform_like(X, generator)
     X_start = project(X + epsilon * (2.0 * noise - 1.0), X, epsilon, input_bounds)
     return _signed_steps(
         module, X_start, X, y, direction=1.0, epsilon=epsilon,

@@ -26,7 +26,6 @@ import copy
 import time
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import Bunch, check_random_state
 

@@ -19,8 +19,10 @@ flagging does not synchronise with the host.
 import copy
 import math
 import numbers
+import weakref
 from collections import deque
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -30,6 +32,92 @@ __all__ = [
     "linear_schedule",
     "make_threshold",
 ]
+
+# Tensors derived from a policy's state, kept out of its __dict__ so that
+# pickles and checkpoints hold exactly the state they held before: the
+# threshold as a tensor, and the largest values of each batch in
+# AutoThreshold's window.
+_CONSTANTS = weakref.WeakKeyDictionary()
+_LARGEST = weakref.WeakKeyDictionary()
+
+
+def _constant(owner, value, device):
+    """``torch.tensor(value, device=device)``, built once per value and device.
+
+    ``torch.tensor`` copies from the host, which on CUDA waits for the
+    device; ``torch.full`` launches a fill instead, and the tensor is built
+    again only when the value changes. The cached tensor is shared: callers
+    must not modify it in place.
+    """
+    dtype = torch.get_default_dtype()
+    key = (value, device, dtype)
+    try:
+        cached = _CONSTANTS.get(owner)
+    except TypeError:  # an unhashable subclass: no cache
+        cached = None
+    if cached is None or cached[0] != key:
+        cached = (key, torch.full((), value, dtype=dtype, device=device))
+        try:
+            _CONSTANTS[owner] = cached
+        except TypeError:
+            pass
+    return cached[1]
+
+
+def _n_largest(n, quantile):
+    """How many of ``n`` values ``torch.quantile`` reads at ``quantile``.
+
+    Returns ``(k, below, above, weight)``: the quantile interpolates the
+    values of ascending ranks ``below`` and ``above`` with ``weight``, and
+    both are among the ``k`` largest. The rank is computed in float32, as
+    ``torch.quantile`` does for a float32 input.
+    """
+    rank = np.float32(quantile) * np.float32(n - 1)
+    below = int(rank)
+    weight = float(rank - np.float32(below))
+    return n - below, below, math.ceil(rank), weight
+
+
+def _window_quantile(owner, window, quantile):
+    """``torch.quantile(torch.cat(window), quantile)``, bit for bit, faster.
+
+    A high quantile of ``n`` values depends on the ``k`` largest only, so
+    each batch's largest values (found once, while it stays in the window)
+    replace a sort of the whole window at every update.
+    """
+    n = sum(values.numel() for values in window)
+    if (not isinstance(quantile, numbers.Real) or not 0 <= quantile <= 1 or not n
+            or any(values.dtype != torch.float32 for values in window)):
+        # torch.quantile's own checks and error messages.
+        return torch.quantile(torch.cat(tuple(window)), quantile)
+    k, _, above, weight = _n_largest(n, quantile)
+    try:
+        cache = _LARGEST.setdefault(owner, {})
+    except TypeError:  # an unhashable subclass: no cache
+        cache = {}
+    full = getattr(window, "maxlen", None)
+    entries = [_largest(cache, values, k, quantile, full) for values in window]
+    cache.clear()
+    cache.update((id(values), entry) for values, entry in zip(window, entries))
+    top = torch.topk(torch.cat([entry[1] for entry in entries]), k).values
+    value = torch.lerp(top[k - 1], top[n - 1 - above], weight)
+    # torch.quantile is NaN when any value is NaN; topk ranks NaN first.
+    return torch.where(top[0].isnan(), top[0], value)
+
+
+def _largest(cache, values, k, quantile, window):
+    """``(values, its largest values in descending order)``, enough for ``k``.
+
+    Keeps as many as a full window of such batches needs, so that a batch
+    is searched once unless the batch sizes change.
+    """
+    entry = cache.get(id(values))
+    numel = values.numel()
+    if entry is None or entry[0] is not values or len(entry[1]) < min(k, numel):
+        n_full = numel * (window or 1)
+        keep = min(numel, max(k, _n_largest(n_full, quantile)[0]))
+        entry = (values, torch.topk(values.reshape(-1), keep).values)
+    return entry
 
 
 class FixedThreshold:
@@ -54,7 +142,7 @@ class FixedThreshold:
 
     def current(self, device=None):
         """Return the threshold in force as a 0-d float tensor."""
-        return torch.tensor(self.value, device=device)
+        return _constant(self, self.value, device)
 
     def flag(self, statistic):
         """Boolean mask of the units whose statistic exceeds the threshold."""
@@ -163,7 +251,7 @@ class AutoThreshold:
     def current(self, device=None):
         """Return the threshold in force as a 0-d float tensor."""
         if self._value is None or self.n_updates_ < self.warmup:
-            return torch.tensor(math.inf, device=device)
+            return _constant(self, math.inf, device)
         return self._value.to(device) if device is not None else self._value
 
     def flag(self, statistic):
@@ -176,7 +264,7 @@ class AutoThreshold:
         if self.max_flagged_fraction < 1 and flagged.float().mean() > self.max_flagged_fraction:
             return
         self._history.append(statistic.detach().float())
-        self._value = torch.quantile(torch.cat(tuple(self._history)), self.quantile)
+        self._value = _window_quantile(self, self._history, self.quantile)
 
 
 def linear_schedule(start=0.5, slope=0.02):

@@ -13,14 +13,6 @@ from dsc_sklearn.attacks import AccumulativePoisoningAttack, UniformNoiseAttack
 OBJECTIVES = ["reg", "second", "normal"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     X, y = load_digits(return_X_y=True)
