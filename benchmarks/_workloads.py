@@ -1,0 +1,171 @@
+"""Workloads shared by the pytest-benchmark suites and ``ratios.py``.
+
+A workload is a clean stream of scikit-learn's digits (64 features in
+``[0, 1]``, 10 classes, reshuffled and repeated as needed) pushed through one
+training configuration:
+
+- ``raw``: a plain torch loop, the same module, SGD (lr 0.1, momentum 0.9)
+  and :class:`torch.nn.CrossEntropyLoss` on the same batches;
+- ``forward``: one eval-mode forward pass of that module per batch, without
+  gradients: what the reference model's pass costs (``ratios.py`` only);
+- ``none``: ``correction="none"`` (plain training through the estimator);
+- ``dsc-without-flags``: the default DSC with ``threshold=1e9``, which
+  computes the discrepancy and flags nothing;
+- ``default``: every default, so ``threshold="auto"``, which flags about
+  1 % of the samples of a trained model's clean stream and corrects them;
+- ``dsc-with-correction``: ``threshold=0.0``, every sample flagged and
+  corrected (up to 10 steps).
+
+Every trainer first trains plainly on ``PRETRAIN_BATCHES`` batches (an
+early model drifts fast: ``threshold="auto"`` then flags about 30 % of the
+samples, against about 1 % once trained), then runs ``WARMUP_BATCHES``
+batches through its configuration before it is timed. Set the environment
+variable ``DSC_BENCH_QUICK=1`` to shrink every workload to a single short run
+(``tests/test_benchmarks_smoke.py`` does).
+"""
+
+import os
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+
+from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+from dsc_sklearn.modules import MLP, SmallCNN
+
+QUICK = os.environ.get("DSC_BENCH_QUICK") == "1"
+N_FEATURES, N_CLASSES = 64, 10
+CLASSES = np.arange(N_CLASSES)
+LR, MOMENTUM = 0.1, 0.9
+
+#: Estimator parameters of each configuration (``raw`` is the torch loop).
+CONFIGS = {
+    "none": dict(correction="none"),
+    "dsc-without-flags": dict(threshold=1e9),
+    "default": dict(),
+    "dsc-with-correction": dict(threshold=0.0),
+}
+#: Every configuration, the torch loop first.
+CASES = ("raw", *CONFIGS)
+#: The cases of ``ratios.py``: those and the forward pass alone.
+RATIO_CASES = ("raw", "forward", *CONFIGS)
+#: Modules benchmarked; ``SmallCNN`` reads the 64 features as a (1, 8, 8) image.
+MODULES = {"mlp": MLP, "cnn": SmallCNN}
+BATCH_SIZES = (32, 256, 1024)
+#: Plain training batches before a configuration is switched on.
+PRETRAIN_BATCHES = 0 if QUICK else 100
+#: Batches through the configuration before timing: more than
+#: AutoThreshold's warm-up (10 batches) and, in full runs, its window (20).
+#: Quick runs warm up only the case that needs it.
+WARMUP_BATCHES = 12 if QUICK else 30
+
+
+def warmup_batches(case):
+    """Batches ``case`` goes through before it is timed."""
+    return 1 if QUICK and case != "default" else WARMUP_BATCHES
+
+
+def digits_stream(n_rows, seed=0):
+    """``n_rows`` rows of digits in ``[0, 1]``, float32, reshuffled per pass."""
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(seed)
+    n_passes = -(-n_rows // len(y))
+    order = np.concatenate([rng.permutation(len(y)) for _ in range(n_passes)])[:n_rows]
+    return (X[order] / 16.0).astype(np.float32), y[order].astype(np.int64)
+
+
+class BatchCycler:
+    """Endless consecutive chunks of ``n_rows`` rows from a fixed stream."""
+
+    def __init__(self, n_rows, n_chunks=64, seed=0):
+        self.n_rows = n_rows
+        self.X, self.y = digits_stream(n_rows * n_chunks, seed)
+        self._start = 0
+
+    def __call__(self):
+        if self._start + self.n_rows > len(self.y):
+            self._start = 0
+        chunk = slice(self._start, self._start + self.n_rows)
+        self._start += self.n_rows
+        return self.X[chunk], self.y[chunk]
+
+
+class RawLoop:
+    """The plain torch training loop the estimator is compared with."""
+
+    def __init__(self, module, batch_size, seed=0):
+        torch.manual_seed(seed)
+        self.module = MODULES[module](N_FEATURES, N_CLASSES)
+        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=LR, momentum=MOMENTUM)
+        self.criterion = torch.nn.CrossEntropyLoss()
+        self.batch_size = batch_size
+        self.forward_only = False
+
+    def partial_fit(self, X, y):
+        """One SGD step per ``batch_size`` rows, as ``partial_fit`` does."""
+        Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+        for start in range(0, len(Xt), self.batch_size):
+            X_batch = Xt[start:start + self.batch_size]
+            y_batch = yt[start:start + self.batch_size]
+            if self.forward_only:
+                with torch.no_grad():
+                    self.module(X_batch)
+                continue
+            self.optimizer.zero_grad()
+            self.criterion(self.module(X_batch), y_batch).backward()
+            self.optimizer.step()
+        return self
+
+
+def make_trainer(case, module, batch_size, seed=0, pretrain=PRETRAIN_BATCHES,
+                 warmup=None):
+    """A trainer for ``case`` that has seen ``pretrain + warmup`` batches.
+
+    The first ``pretrain`` batches train plainly (``correction="none"``),
+    the next ``warmup`` (default: :func:`warmup_batches`) go through the
+    configuration of ``case``.
+    """
+    warmup = warmup_batches(case) if warmup is None else warmup
+    X, y = digits_stream(batch_size * (pretrain + warmup), seed + 1)
+    chunks = [slice(start, start + batch_size) for start in range(0, len(y), batch_size)]
+    if case in ("raw", "forward"):
+        trainer = RawLoop(module, batch_size, seed)
+        for chunk in chunks:
+            trainer.partial_fit(X[chunk], y[chunk])
+        if case == "forward":
+            trainer.forward_only = True
+            trainer.module.eval()
+        return trainer
+    params = CONFIGS[case]
+    trainer = DiscrepancyAwareOnlineClassifier(
+        MODULES[module], batch_size=batch_size, random_state=seed,
+        **{**params, "correction": "none" if pretrain else params.get("correction", "dsc")},
+    )
+    for i, chunk in enumerate(chunks):
+        if i == pretrain:
+            trainer.set_params(correction=params.get("correction", "dsc"))
+        trainer.partial_fit(X[chunk], y[chunk], classes=CLASSES)
+    return trainer
+
+
+def partial_fit_step(trainer, batch_size, batches_per_call=1, seed=2):
+    """A callable that feeds ``trainer`` its next chunk of the stream.
+
+    Each call is one ``partial_fit`` of ``batches_per_call`` batches.
+    """
+    cycler = BatchCycler(batch_size * batches_per_call, n_chunks=8, seed=seed)
+
+    def step():
+        trainer.partial_fit(*cycler())
+
+    return step
+
+
+def fitted_classifier(module="mlp", batch_size=256, history_size=4, seed=0, **params):
+    """A classifier with a full buffer of ``history_size`` snapshots."""
+    clf = DiscrepancyAwareOnlineClassifier(
+        MODULES[module], batch_size=batch_size, history_size=history_size,
+        snapshot_every=1, threshold=1e9, random_state=seed, **params,
+    )
+    X, y = digits_stream(batch_size * history_size, seed + 1)
+    return clf.partial_fit(X, y, classes=CLASSES)
