@@ -1,4 +1,4 @@
-"""The benchmark suites and ``benchmarks/ratios.py`` run, once, on tiny workloads.
+"""The benchmark suites and scripts run, once, on tiny workloads.
 
 The suites are not part of the test run (``testpaths`` are ``tests`` and
 ``dsc_sklearn``); this runs each benchmark body once, with
@@ -38,10 +38,17 @@ def test_benchmark_suites_run_once():
     assert " passed" in result.stdout and "bench_partial_fit" not in result.stderr
 
 
-def test_ratios_script_prints_both_sections(tmp_path):
-    result = _run("benchmarks/ratios.py", "--modules", "mlp", "--batch-sizes", "32",
-                  "--rounds", "1", "--calls", "1", "--batches-per-call", "1",
-                  "--history-size", "2", "--json", str(tmp_path / "ratios.json"))
+def test_scripts_print_their_tables(tmp_path):
+    # Both scripts in one interpreter: each import of torch costs seconds.
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import ratios, breakdown; "
+        "ratios.main(['--modules', 'mlp', '--batch-sizes', '32', '--rounds', '1', "
+        "'--calls', '1', '--batches-per-call', '1', '--history-size', '2', "
+        f"'--json', {str(tmp_path / 'ratios.json')!r}]); "
+        "breakdown.main(['--batch-size', '32', '--rounds', '1'])"
+    )
+    result = _run("-c", code)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "none/raw" in result.stdout and "2/1 vmapped" in result.stdout
+    assert "16 snapshots" in result.stdout
     assert (tmp_path / "ratios.json").exists()
