@@ -28,8 +28,8 @@ def _correction(name, net, X, y, steps):
     if name == "dsc":
         flagged = torch.ones(len(X), dtype=torch.bool)
 
-        def still_flagged(X_corrected, logits):
-            return net.discrepancy(X_corrected, logits) > 0.0
+        def still_flagged(X_rows, y_rows, logits):
+            return net.discrepancy(X_rows, logits) > 0.0
 
         return lambda: discrepancy_aware_correction(
             module, X, y, flagged, still_flagged, max_steps=steps, **OPTIONS

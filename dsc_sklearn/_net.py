@@ -8,11 +8,7 @@ from skorch import NeuralNet, NeuralNetClassifier
 from torch import nn
 from torch.nn.functional import cross_entropy
 
-from .correction import (
-    adversarial_examples,
-    discrepancy_aware_correction,
-    loss_descent,
-)
+from .correction import adversarial_examples, correct_rows, loss_descent
 from .discrepancy import decision_statistic, memorization_discrepancy, reduce_snapshots
 from .history import SnapshotBuffer, call_with_state, cast_floating, eval_mode, set_mode
 from .modules import MLP, SmallCNN
@@ -264,7 +260,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         self._set_training(True)
         train_logits = self._infer(X) if self.mode_invariant_ else None
         X_train, y_train = X, y
-        statistic = flagged = threshold = None
+        statistic = flagged = threshold = derive = None
         n_steps = 0
         if self.correction != "none":
             current = self._current_logits(X, train_logits)
@@ -273,12 +269,15 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             thresholds = [policy.current(X.device) for policy in policies]
             gates = [self._flag(stat, tau) for stat, tau in zip(statistics, thresholds)]
             flagged = _union([gate[2] for gate in gates])
-            X_train, y_train, n_steps = self._correct(X, y, flagged, thresholds)
+            X_train, y_train, n_steps, derive = self._correct(X, y, flagged, thresholds)
             for policy, (units, unit_flags, _) in zip(policies, gates):
                 policy.update(units, unit_flags)
             statistic, threshold = statistics[0], thresholds[0]
-        if X_train is not X or train_logits is None:
-            train_logits = self._infer(X_train) if len(X_train) else None
+        if not len(X_train):
+            train_logits = None
+        elif X_train is not X or train_logits is None:
+            train_logits = (derive(train_logits) if derive and train_logits is not None
+                            else self._infer(X_train))
         loss = self._optimizer_step(train_logits, y_train, X_train)
         record = self._record(loss, statistic, flagged, threshold, n_steps)
         if flagged is None:
@@ -331,7 +330,12 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         return statistics
 
     def _correct(self, X, y, flagged, thresholds):
-        """Return the inputs and labels to train on, and the steps taken."""
+        """Return the inputs and labels to train on, the steps taken, and a splice.
+
+        The splice, when not ``None``, turns the training logits of ``X``
+        into those of the returned inputs by recomputing only the rows that
+        changed; the corrections that move every row return ``None``.
+        """
         options = dict(
             epsilon=self.epsilon,
             step_size=self.step_size,
@@ -339,29 +343,30 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             input_bounds=self.input_bounds,
         )
         if self.correction == "dsc":
-            def still_flagged(X_corrected, logits):
-                statistics = self._statistics(X_corrected, y, logits)
+            def still_flagged(X_rows, y_rows, logits):
+                statistics = self._statistics(X_rows, y_rows, logits)
                 masks = [self._flag(stat, tau)[2] for stat, tau in zip(statistics, thresholds)]
                 return _union(masks)
 
-            if not bool(flagged.any()):
-                return X, y, 0
-            X_new, n_steps = discrepancy_aware_correction(
-                self.module_, X, y, flagged, still_flagged, **options
-            )
-            return X_new, y, n_steps
+            rows = flagged.nonzero().squeeze(1)
+            X_new, n_steps = correct_rows(self.module_, X, y, rows, still_flagged, **options)
+
+            def splice(logits):
+                return logits.index_put((rows,), self._infer(X_new[rows]))
+
+            return X_new, y, n_steps, splice
         if self.correction == "drop":
             keep = ~flagged
             if bool(keep.all()):
-                return X, y, 0
-            return X[keep], y[keep], 0
+                return X, y, 0, None
+            return X[keep], y[keep], 0, lambda logits: logits[keep]
         if self.correction == "descent":
             X_new, n_steps = loss_descent(self.module_, X, y, **options)
-            return X_new, y, n_steps
+            return X_new, y, n_steps, None
         X_new, n_steps = adversarial_examples(
             self.module_, X, y, generator=self.generator_, **options
         )
-        return X_new, y, n_steps
+        return X_new, y, n_steps, None
 
     def _optimizer_step(self, logits, y, X):
         """One optimizer step on ``logits``; NaN loss when nothing is left."""
@@ -386,12 +391,13 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             rest = (math.nan, math.nan, math.nan, 0.0, float(n_steps))
             return torch.cat((loss.reshape(1).to(torch.float32),
                               _constant(loss.device, rest, torch.float32)))
-        values = [
+        # torch.stack promotes the dtypes, so one conversion suffices.
+        values = (
             loss,
             statistic.mean(),
             statistic.max(),
-            threshold.to(loss.dtype),
-            flagged.sum(dtype=loss.dtype),
+            threshold,
+            flagged.sum(),
             _constant(loss.device, float(n_steps), torch.float32),
-        ]
-        return torch.stack([value.to(torch.float32) for value in values])
+        )
+        return torch.stack(values).to(torch.float32)

@@ -26,6 +26,7 @@ from .history import eval_mode
 __all__ = [
     "CORRECTIONS",
     "adversarial_examples",
+    "correct_rows",
     "discrepancy_aware_correction",
     "loss_descent",
     "project",
@@ -97,6 +98,11 @@ def discrepancy_aware_correction(
     signed step down the current model's cross-entropy, projected onto the
     ``epsilon`` ball around ``X``.
 
+    Only the rows still being corrected go through the model: the work of a
+    step is proportional to the number of rows it moves, not to the batch
+    size. Rows are independent in eval mode, so the result is the one of
+    stepping the whole batch and freezing the released rows.
+
     Parameters
     ----------
     module : torch.nn.Module
@@ -108,8 +114,11 @@ def discrepancy_aware_correction(
     flagged : torch.Tensor of bool, shape (n_samples,)
         Units flagged on ``X``.
     still_flagged : callable
-        ``still_flagged(X_corrected, current_logits) -> bool mask`` re-applies
-        the gate (per sample, or the whole batch at once).
+        ``still_flagged(X_rows, y_rows, logits) -> bool mask`` re-applies the
+        gate to the rows still being corrected (their current inputs, labels
+        and eval-mode logits) and returns one flag per row. With a gate on
+        the whole batch, every row is corrected or none is, so ``X_rows`` is
+        the whole batch.
     epsilon, step_size : float
         Radius of the ball and size of one signed step.
     max_steps : int
@@ -122,21 +131,58 @@ def discrepancy_aware_correction(
     X_corrected : torch.Tensor of shape (n_samples, n_features)
     n_steps : int
         Number of steps taken.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsc_sklearn.correction import discrepancy_aware_correction
+    >>> module = torch.nn.Linear(4, 3)
+    >>> X, y = torch.rand(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    >>> flagged = torch.tensor([True, False, False, False, True])
+    >>> def still_flagged(X_rows, y_rows, logits):  # never released
+    ...     return torch.ones(len(X_rows), dtype=torch.bool)
+    >>> X_new, n_steps = discrepancy_aware_correction(
+    ...     module, X, y, flagged, still_flagged,
+    ...     epsilon=0.1, step_size=0.05, max_steps=3)
+    >>> n_steps, torch.equal(X_new[1:4], X[1:4])
+    (3, True)
     """
-    X_corrected = X
-    active = flagged
+    rows = flagged.nonzero().squeeze(1)
+    return correct_rows(module, X, y, rows, still_flagged, epsilon=epsilon,
+                        step_size=step_size, max_steps=max_steps,
+                        input_bounds=input_bounds)
+
+
+def correct_rows(module, X, y, rows, still_flagged, *, epsilon, step_size,
+                 max_steps, input_bounds=None):
+    """:func:`discrepancy_aware_correction` of the rows with indices ``rows``.
+
+    For a caller that already holds the indices of the flagged rows (finding
+    them is a device-to-host synchronisation on CUDA). Parameters and
+    returns are those of :func:`discrepancy_aware_correction`, with
+    ``rows`` (an integer tensor) in place of ``flagged``.
+    """
+    if not len(rows):
+        return X, 0
+    X_corrected = X.clone()
+    X_rows, X_start, y_rows = X[rows], X[rows], y[rows]
     n_steps = 0
     with eval_mode(module):
         for step in range(max_steps):
-            logits, grad = _loss_gradient(module, X_corrected, y)
+            logits, grad = _loss_gradient(module, X_rows, y_rows)
             if step:
-                active = active & still_flagged(X_corrected, logits)
-            if not bool(active.any()):
-                break
-            moved = X_corrected - step_size * grad.sign()
-            X_corrected = torch.where(active.unsqueeze(1), moved, X_corrected)
-            X_corrected = project(X_corrected, X, epsilon, input_bounds)
+                kept = still_flagged(X_rows, y_rows, logits).nonzero().squeeze(1)
+                if len(kept) < len(rows):
+                    X_corrected[rows] = X_rows
+                    rows, X_rows, X_start, y_rows, grad = (
+                        tensor[kept] for tensor in (rows, X_rows, X_start, y_rows, grad)
+                    )
+                if not len(rows):
+                    break
+            X_rows = project(X_rows - step_size * grad.sign(), X_start, epsilon,
+                             input_bounds)
             n_steps += 1
+    X_corrected[rows] = X_rows
     return _revert_non_finite(X_corrected, X), n_steps
 
 

@@ -63,7 +63,7 @@ def _row_loss(module, X, y):
 
 
 def _always(mask_value):
-    def still_flagged(X_corrected, logits):
+    def still_flagged(X_corrected, y_rows, logits):
         return torch.full((len(X_corrected),), mask_value)
     return still_flagged
 
@@ -146,22 +146,39 @@ def test_dsc_rows_that_leave_the_gate_stop_moving(module, batch):
     X, y = batch
     flagged = torch.ones(8, dtype=torch.bool)
     released = torch.tensor([True, True, False, False, False, False, False, False])
+    seen = []
 
-    def still_flagged(X_corrected, logits):
-        return ~released
+    def still_flagged(X_rows, y_rows, logits):
+        seen.append(len(X_rows))
+        return y_rows == 2  # rows 0 and 1 (labels 0 and 1) are released
 
+    y = torch.tensor([0, 1, 2, 2, 2, 2, 2, 2])
     X_new, n_steps = _dsc(module, X, y, flagged, still_flagged, max_steps=4)
     assert n_steps == 4
+    assert seen == [8, 6, 6]  # released rows leave the batch the model sees
     one_step = _one_signed_step(module, X, y, STEP, EPS, BOUNDS)
     torch.testing.assert_close(X_new[released], one_step[released])
     assert ((X_new[~released] - one_step[~released]).abs().amax(dim=1) > 0).any()
+
+
+def test_dsc_on_flagged_rows_equals_stepping_the_whole_batch(module, batch):
+    X, y = batch
+    flagged = torch.tensor([True, False, True, True, False, False, True, False])
+    X_new, n_steps = _dsc(module, X, y, flagged, _always(True), max_steps=4)
+    X_full = X
+    for _ in range(4):
+        X_full = torch.where(flagged.unsqueeze(1),
+                             _one_signed_step(module, X_full, y, STEP, EPS, BOUNDS), X_full)
+        X_full = project(X_full, X, EPS, BOUNDS)
+    assert n_steps == 4
+    torch.testing.assert_close(X_new, X_full)
 
 
 def test_dsc_stops_early_when_nothing_is_still_flagged(module, batch):
     X, y = batch
     calls = []
 
-    def still_flagged(X_corrected, logits):
+    def still_flagged(X_corrected, y_rows, logits):
         calls.append(X_corrected.clone())
         torch.testing.assert_close(logits, module(X_corrected).detach())
         return torch.zeros(len(X_corrected), dtype=torch.bool)
@@ -176,7 +193,7 @@ def test_dsc_stops_early_when_nothing_is_still_flagged(module, batch):
 def test_dsc_takes_no_step_when_nothing_is_flagged(module, batch):
     X, y = batch
 
-    def still_flagged(X_corrected, logits):
+    def still_flagged(X_corrected, y_rows, logits):
         raise AssertionError("the gate is not re-applied when nothing is flagged")
 
     X_new, n_steps = _dsc(module, X, y, torch.zeros(8, dtype=torch.bool), still_flagged)
@@ -188,7 +205,7 @@ def test_dsc_counts_steps_until_gate_releases(module, batch):
     X, y = batch
     calls = []
 
-    def still_flagged(X_corrected, logits):
+    def still_flagged(X_corrected, y_rows, logits):
         calls.append(1)
         return torch.full((len(X_corrected),), len(calls) < 3)
 
@@ -256,7 +273,7 @@ def test_dsc_reverts_rows_made_non_finite_by_the_gate(module, batch):
     X, y = batch
     X_orig = X.clone()
 
-    def still_flagged(X_corrected, logits):
+    def still_flagged(X_corrected, y_rows, logits):
         X_corrected[3] = math.nan  # a misbehaving gate writes into the batch
         return torch.ones(len(X_corrected), dtype=torch.bool)
 

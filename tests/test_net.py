@@ -261,6 +261,35 @@ def test_mode_invariant_reuse_matches_the_eval_path(batch, monkeypatch, options)
     torch.testing.assert_close(reuse_records, plain_records, equal_nan=True)
 
 
+@pytest.mark.parametrize("correction", ["dsc", "drop"])
+def test_partly_flagged_batches_recompute_only_the_changed_rows(batch, monkeypatch,
+                                                                correction):
+    def run(invariant):
+        monkeypatch.setattr(net_module, "is_mode_invariant", lambda module: invariant)
+        net = _make_net(_mlp(), snapshot_every=1, correction=correction,
+                        max_correction_steps=3)
+        _perturb(net.module_, scale=0.1)
+        infer, forwarded = net._infer, []
+        net._infer = lambda X: forwarded.append(len(X)) or infer(X)
+        records = []
+        for _ in range(2):
+            # A threshold at the median flags about half of the rows.
+            net.configure(threshold=float(net.discrepancy(batch[0]).median()))
+            records.append(net.train_step(batch)["record"])
+        return _weights(net.module_), torch.stack(records), forwarded
+
+    reuse_weights, reuse_records, forwarded = run(True)
+    plain_weights, plain_records, _ = run(False)
+    n_flagged = reuse_records[:, FIELD["n_flagged"]].int().tolist()
+    assert all(0 < n < N_SAMPLES for n in n_flagged), n_flagged
+    expected = {"dsc": [N_SAMPLES, n_flagged[0], N_SAMPLES, n_flagged[1]],
+                "drop": [N_SAMPLES, N_SAMPLES]}[correction]
+    assert forwarded == expected
+    for p, q in zip(reuse_weights, plain_weights):
+        torch.testing.assert_close(p, q)
+    torch.testing.assert_close(reuse_records, plain_records, equal_nan=True)
+
+
 def test_batchnorm_module_trains_and_keeps_train_mode(batch):
     torch.manual_seed(0)
     bn = nn.Sequential(nn.Linear(N_FEATURES, 4), nn.BatchNorm1d(4), nn.Linear(4, N_CLASSES))
