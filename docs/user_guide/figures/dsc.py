@@ -13,17 +13,23 @@ X_batch, y_batch = X_poisoned[:100], y[:100]
 d_clean = clf.memorization_discrepancy(X_clean, reference="newest")
 threshold = float(np.quantile(d_clean, 0.9))  # flags about 10 % of clean samples
 
-# The gate is re-applied after every step; record what it sees.
+# The gate is re-applied after every step to the rows still being corrected,
+# in their order in the batch; record what it sees for each of them.
 trajectory = [clf.memorization_discrepancy(X_batch, reference="newest")]
+flagged = torch.as_tensor(trajectory[0] > threshold)
+active = np.flatnonzero(flagged.numpy())
 
 
-def still_flagged(X_corrected, current_logits):
-    discrepancy = clf.memorization_discrepancy(X_corrected.numpy(), reference="newest")
-    trajectory.append(discrepancy)
+def still_flagged(X_rows, y_rows, current_logits):
+    global active
+    discrepancy = clf.memorization_discrepancy(X_rows.numpy(), reference="newest")
+    seen = np.full(len(X_batch), np.nan)
+    seen[active] = discrepancy
+    trajectory.append(seen)
+    active = active[discrepancy > threshold]
     return torch.as_tensor(discrepancy > threshold)
 
 
-flagged = torch.as_tensor(trajectory[0] > threshold)
 X_corrected, n_steps = discrepancy_aware_correction(
     clf.module_, torch.as_tensor(X_batch), torch.as_tensor(clf._encode(y_batch)), flagged,
     still_flagged, epsilon=0.2, step_size=0.02, max_steps=10, input_bounds=(0.0, 1.0),
