@@ -161,6 +161,20 @@ def correct_rows(module, X, y, rows, still_flagged, *, epsilon, step_size,
     them is a device-to-host synchronisation on CUDA). Parameters and
     returns are those of :func:`discrepancy_aware_correction`, with
     ``rows`` (an integer tensor) in place of ``flagged``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsc_sklearn.correction import correct_rows
+    >>> module = torch.nn.Linear(4, 3)
+    >>> X, y = torch.rand(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    >>> def still_flagged(X_rows, y_rows, logits):  # released after one step
+    ...     return torch.zeros(len(X_rows), dtype=torch.bool)
+    >>> X_new, n_steps = correct_rows(module, X, y, torch.tensor([0, 4]),
+    ...                               still_flagged, epsilon=0.1, step_size=0.05,
+    ...                               max_steps=3)
+    >>> n_steps, float((X_new - X).abs().max()) <= 0.05 + 1e-6
+    (1, True)
     """
     if not len(rows):
         return X, 0
