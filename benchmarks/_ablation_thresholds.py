@@ -1,5 +1,9 @@
 """Exploratory threshold policies of the ablation study (not part of the library)."""
 
+from torch.nn.functional import cross_entropy
+
+import dsc_sklearn._net as _net
+from dsc_sklearn.discrepancy import decision_statistic
 from dsc_sklearn.thresholds import AutoThreshold
 
 
@@ -34,3 +38,32 @@ class PatientThreshold(MarginThreshold):
             super().update(statistic, flagged)
         finally:
             self.max_flagged_fraction = saved
+
+
+class ExcessLossThreshold(AutoThreshold):
+    """A loss gate on the *excess* loss ``CE(current) - CE(reference)``.
+
+    A benign shift should raise the loss of the current and of the
+    historical model alike, and a poison crafted against the current model
+    should raise mostly the current one's. The library's loss gate reads the
+    current model's cross-entropy; when the loss policy is of this class,
+    the training step below reads the excess instead. The reference is the
+    net's ``reference`` snapshot.
+    """
+
+
+_library_statistics = _net.DiscrepancyAwareNet._statistics
+
+
+def _statistics_with_excess_loss(self, X, y, logits):
+    if not isinstance(self.loss_threshold_policy_, ExcessLossThreshold):
+        return _library_statistics(self, X, y, logits)
+    reference = self.snapshots_.reference_logits(self.module_, X, self.reference)[0]
+    excess = (cross_entropy(logits, y, reduction="none")
+              - cross_entropy(reference, y, reduction="none"))
+    return [decision_statistic(self.discrepancy(X, logits)), excess]
+
+
+# Importing this module (as unpickling the policy in a joblib worker does)
+# installs the experiment; other policies keep the library's statistics.
+_net.DiscrepancyAwareNet._statistics = _statistics_with_excess_loss

@@ -22,7 +22,7 @@ from dsc_sklearn.benchmark import (
 )
 from dsc_sklearn.thresholds import AutoThreshold
 
-from _ablation_thresholds import MarginThreshold, PatientThreshold
+from _ablation_thresholds import ExcessLossThreshold, MarginThreshold, PatientThreshold
 
 # A loss or discrepancy threshold whose window keeps out batches it flagged.
 EXCLUDING = AutoThreshold(max_flagged_fraction=0.5)
@@ -55,6 +55,13 @@ VARIANTS = {
     "batch-drop +loss excl p40": {
         **BATCH_DROP, "threshold": LONG_WINDOW,
         "loss_threshold": PatientThreshold(patience=40, max_flagged_fraction=0.5)},
+    "excess-loss only": {**BATCH_DROP, "threshold": 1e9,
+                         "loss_threshold": ExcessLossThreshold()},
+    "excess-loss only excl": {**BATCH_DROP, "threshold": 1e9,
+                              "loss_threshold": ExcessLossThreshold(max_flagged_fraction=0.5)},
+    "sample-drop excess-loss excl": {
+        "correction": "drop", "threshold": 1e9,
+        "loss_threshold": ExcessLossThreshold(max_flagged_fraction=0.5)},
 }
 
 
@@ -82,8 +89,8 @@ def main(argv=None):
 
     plt = _pyplot()
     for benchmark in args.benchmarks:
-        fig, ax = plt.subplots(figsize=(8, 5.5))
-        plot_tradeoff(records, benchmark, ax=ax)
+        fig, ax = plt.subplots(figsize=(10, 5.5))
+        plot_tradeoff(records, benchmark, ax=ax, annotate=False)
         fig.tight_layout()
         fig.savefig(args.output / f"{benchmark}_ablations_tradeoff.png", dpi=110)
         plt.close(fig)

@@ -96,7 +96,7 @@ def plot_discrepancy(records, benchmark, defence="ST", ax=None):
     return ax
 
 
-def plot_tradeoff(records, benchmark, ax=None):
+def plot_tradeoff(records, benchmark, ax=None, annotate=True):
     """Accuracy after the trigger against the clean-stream cost, per defence.
 
     Parameters
@@ -104,6 +104,10 @@ def plot_tradeoff(records, benchmark, ax=None):
     records : list of dict
     benchmark : str
     ax : matplotlib Axes, default=None
+    annotate : bool, default=True
+        Write each defence's name next to its point; ``False`` names them in
+        a legend beside the axes instead, with a distinct marker each, which
+        stays readable when many points overlap.
 
     Returns
     -------
@@ -114,13 +118,20 @@ def plot_tradeoff(records, benchmark, ax=None):
     runs = _attacked(records, benchmark)
     plain = [r["accuracy_clean"] for r in runs if r["defence"] == "ST"]
     baseline = np.mean(plain) if plain else np.nan
-    for defence in dict.fromkeys(r["defence"] for r in runs):
+    markers = "osD^vP*Xh<>p"
+    for i, defence in enumerate(dict.fromkeys(r["defence"] for r in runs)):
         mine = [r for r in runs if r["defence"] == defence]
         cost = 100 * (baseline - np.mean([r["accuracy_clean"] for r in mine]))
         attacked = 100 * np.mean([r["accuracy_trigger"] for r in mine])
-        ax.scatter(cost, attacked, s=50)
-        ax.annotate(defence, (cost, attacked), textcoords="offset points", xytext=(5, 5),
-                    fontsize="small")
+        if annotate:
+            ax.scatter(cost, attacked, s=50)
+            ax.annotate(defence, (cost, attacked), textcoords="offset points",
+                        xytext=(5, 5), fontsize="small")
+        else:
+            ax.scatter(cost, attacked, s=50, marker=markers[i % len(markers)],
+                       label=defence, alpha=0.8)
+    if not annotate:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.axvline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("clean cost: points below plain training on the clean stream")
     ax.set_ylabel("accuracy after the trigger (%)")
