@@ -21,7 +21,8 @@ early model drifts fast: ``threshold="auto"`` then flags about 30 % of the
 samples, against about 1 % once trained), then runs ``WARMUP_BATCHES``
 batches through its configuration before it is timed. Set the environment
 variable ``DSC_BENCH_QUICK=1`` to shrink every workload to a single short run
-(``tests/test_benchmarks_smoke.py`` does).
+(``tests/test_benchmarks_smoke.py`` does), and ``DSC_BENCH_DEVICE=cuda`` to
+run every workload on a GPU (``ratios.py --device cuda`` sets it too).
 """
 
 import os
@@ -29,11 +30,14 @@ import os
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
+from torch import nn
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
 from dsc_sklearn.modules import MLP, SmallCNN
 
 QUICK = os.environ.get("DSC_BENCH_QUICK") == "1"
+#: Where the estimators and the raw loop train; read at call time.
+DEVICE = os.environ.get("DSC_BENCH_DEVICE", "cpu")
 N_FEATURES, N_CLASSES = 64, 10
 CLASSES = np.arange(N_CLASSES)
 LR, MOMENTUM = 0.1, 0.9
@@ -49,8 +53,47 @@ CONFIGS = {
 CASES = ("raw", *CONFIGS)
 #: The cases of ``ratios.py``: those and the forward pass alone.
 RATIO_CASES = ("raw", "forward", *CONFIGS)
-#: Modules benchmarked; ``SmallCNN`` reads the 64 features as a (1, 8, 8) image.
-MODULES = {"mlp": MLP, "cnn": SmallCNN}
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x):
+        return torch.relu(x + self.body(x))
+
+
+class ResNetStyle(nn.Module):
+    """A small ResNet for the 8 x 8 digits: a stem, residual blocks, BatchNorm.
+
+    Its BatchNorm layers compute different functions in train and eval mode,
+    so the estimator cannot reuse the training pass for the discrepancy and
+    pays an extra eval-mode forward pass: the path a real ResNet takes.
+    """
+
+    def __init__(self, n_features=N_FEATURES, n_classes=N_CLASSES, channels=16, n_blocks=2):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels), nn.ReLU())
+        self.blocks = nn.Sequential(*(_ResidualBlock(channels) for _ in range(n_blocks)))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(channels, n_classes))
+
+    def forward(self, X):
+        return self.head(self.blocks(self.stem(X.reshape(-1, 1, 8, 8))))
+
+
+#: Modules benchmarked; the CNNs read the 64 features as a (1, 8, 8) image.
+MODULES = {"mlp": MLP, "cnn": SmallCNN, "resnet": ResNetStyle}
+#: Modules the suites and ``ratios.py`` run unless told otherwise.
+DEFAULT_MODULES = ("mlp", "cnn")
 BATCH_SIZES = (32, 256, 1024)
 #: Plain training batches before a configuration is switched on.
 PRETRAIN_BATCHES = 0 if QUICK else 100
@@ -95,7 +138,7 @@ class RawLoop:
 
     def __init__(self, module, batch_size, seed=0):
         torch.manual_seed(seed)
-        self.module = MODULES[module](N_FEATURES, N_CLASSES)
+        self.module = MODULES[module](N_FEATURES, N_CLASSES).to(DEVICE)
         self.optimizer = torch.optim.SGD(self.module.parameters(), lr=LR, momentum=MOMENTUM)
         self.criterion = torch.nn.CrossEntropyLoss()
         self.batch_size = batch_size
@@ -103,7 +146,7 @@ class RawLoop:
 
     def partial_fit(self, X, y):
         """One SGD step per ``batch_size`` rows, as ``partial_fit`` does."""
-        Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+        Xt, yt = torch.as_tensor(X, device=DEVICE), torch.as_tensor(y, device=DEVICE)
         for start in range(0, len(Xt), self.batch_size):
             X_batch = Xt[start:start + self.batch_size]
             y_batch = yt[start:start + self.batch_size]
@@ -114,6 +157,8 @@ class RawLoop:
             self.optimizer.zero_grad()
             self.criterion(self.module(X_batch), y_batch).backward()
             self.optimizer.step()
+        # As the estimator's call ends with one copy to the host.
+        synchronize()
         return self
 
 
@@ -138,7 +183,7 @@ def make_trainer(case, module, batch_size, seed=0, pretrain=PRETRAIN_BATCHES,
         return trainer
     params = CONFIGS[case]
     trainer = DiscrepancyAwareOnlineClassifier(
-        MODULES[module], batch_size=batch_size, random_state=seed,
+        MODULES[module], batch_size=batch_size, random_state=seed, device=DEVICE,
         **{**params, "correction": "none" if pretrain else params.get("correction", "dsc")},
     )
     for i, chunk in enumerate(chunks):
@@ -161,10 +206,16 @@ def partial_fit_step(trainer, batch_size, batches_per_call=1, seed=2):
     return step
 
 
+def synchronize():
+    """Wait for the device's queued work, so that a clock reads finished work."""
+    if torch.device(DEVICE).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def fitted_classifier(module="mlp", batch_size=256, history_size=4, seed=0, **params):
     """A classifier with a full buffer of ``history_size`` snapshots."""
     clf = DiscrepancyAwareOnlineClassifier(
-        MODULES[module], batch_size=batch_size, history_size=history_size,
+        MODULES[module], batch_size=batch_size, history_size=history_size, device=DEVICE,
         snapshot_every=1, threshold=1e9, random_state=seed, **params,
     )
     X, y = digits_stream(batch_size * history_size, seed + 1)

@@ -11,7 +11,7 @@ discrepancy.
 
 import pytest
 import torch
-from _workloads import MODULES, QUICK, digits_stream, fitted_classifier
+from _workloads import DEFAULT_MODULES, QUICK, digits_stream, fitted_classifier
 
 from dsc_sklearn.correction import (
     adversarial_examples,
@@ -43,7 +43,7 @@ def _correction(name, net, X, y, steps):
 
 
 @pytest.mark.parametrize("steps", [2] if QUICK else [1, 10])
-@pytest.mark.parametrize("module", list(MODULES))
+@pytest.mark.parametrize("module", DEFAULT_MODULES)
 @pytest.mark.parametrize("name", ["dsc", "descent", "adversarial"])
 def test_correction(benchmark, name, module, steps):
     net = fitted_classifier(module, BATCH_SIZE, history_size=2).net_

@@ -9,7 +9,7 @@ with ``"mean"`` all of them, in one vectorised call.
 
 import pytest
 import torch
-from _workloads import MODULES, QUICK, digits_stream, fitted_classifier
+from _workloads import DEFAULT_MODULES, QUICK, digits_stream, fitted_classifier
 
 HISTORY_SIZES = (1, 16) if QUICK else (1, 2, 4, 8, 16)
 BATCH_SIZE = 32 if QUICK else 256
@@ -26,7 +26,7 @@ def _net_and_inputs(module, history_size):
 
 @pytest.mark.parametrize("reference", ["oldest", "mean"])
 @pytest.mark.parametrize("history_size", HISTORY_SIZES)
-@pytest.mark.parametrize("module", list(MODULES))
+@pytest.mark.parametrize("module", DEFAULT_MODULES)
 def test_discrepancy(benchmark, module, history_size, reference):
     net, X, logits = _net_and_inputs(module, history_size)
     benchmark.group = f"discrepancy {module} {reference}"
@@ -36,7 +36,7 @@ def test_discrepancy(benchmark, module, history_size, reference):
 
 
 @pytest.mark.parametrize("history_size", HISTORY_SIZES)
-@pytest.mark.parametrize("module", list(MODULES))
+@pytest.mark.parametrize("module", DEFAULT_MODULES)
 def test_reference_logits(benchmark, module, history_size):
     net, X, _ = _net_and_inputs(module, history_size)
     benchmark.group = f"reference logits {module}"

@@ -10,13 +10,20 @@ ratios measured side by side.
 """
 
 import pytest
-from _workloads import BATCH_SIZES, CASES, MODULES, QUICK, make_trainer, partial_fit_step
+from _workloads import (
+    BATCH_SIZES,
+    CASES,
+    DEFAULT_MODULES,
+    QUICK,
+    make_trainer,
+    partial_fit_step,
+)
 
 BATCHES_PER_CALL = 1 if QUICK else 8
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES[:1] if QUICK else BATCH_SIZES)
-@pytest.mark.parametrize("module", list(MODULES))
+@pytest.mark.parametrize("module", DEFAULT_MODULES)
 @pytest.mark.parametrize("case", CASES)
 def test_partial_fit(benchmark, case, module, batch_size):
     trainer = make_trainer(case, module, batch_size)

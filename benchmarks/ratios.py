@@ -40,14 +40,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _workloads  # noqa: E402
 from _workloads import (  # noqa: E402
     BATCH_SIZES,
+    DEFAULT_MODULES,
     MODULES,
     RATIO_CASES,
     digits_stream,
     fitted_classifier,
     make_trainer,
     partial_fit_step,
+    synchronize,
 )
 
 __all__ = ["main", "partial_fit_ratios", "snapshot_ratios"]
@@ -78,6 +81,7 @@ def _interleaved(steps, rounds, repeats, clock="wall"):
             start = now()
             for _ in range(repeats):
                 steps[name]()
+            synchronize()
             times[name].append((now() - start) / repeats)
     return times
 
@@ -134,6 +138,13 @@ def snapshot_ratios(module, batch_size, history_size=16, *, rounds=7, repeats=20
     return seconds, ratios
 
 
+def _device_name():
+    device = torch.device(_workloads.DEVICE)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def machine():
     """A description of the machine, torch and the thread count."""
     model = platform.processor() or platform.machine()
@@ -149,6 +160,7 @@ def machine():
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": _device_name(),
         "python": platform.python_version(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
@@ -156,7 +168,12 @@ def machine():
 
 def _parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modules", nargs="+", default=list(MODULES), choices=list(MODULES))
+    parser.add_argument("--modules", nargs="+", default=list(DEFAULT_MODULES),
+                        choices=list(MODULES),
+                        help="resnet: a small ResNet with BatchNorm (not run by default)")
+    parser.add_argument("--device", default=None,
+                        help="torch device of every workload, e.g. cuda (default: "
+                             "$DSC_BENCH_DEVICE or cpu)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=list(BATCH_SIZES))
     parser.add_argument("--cases", nargs="+", default=list(RATIO_CASES),
                         choices=list(RATIO_CASES))
@@ -180,6 +197,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.device is not None:
+        _workloads.DEVICE = args.device
     info = machine()
     print(" | ".join(f"{key}: {value}" for key, value in info.items()))
     print("command: python benchmarks/ratios.py " + " ".join(argv if argv is not None
@@ -192,8 +211,9 @@ def main(argv=None):
         print(f"\n## partial_fit, {args.clock} ms per batch ({args.batches_per_call} batches "
               f"per call), ratios: median of {args.rounds} rounds\n")
         print("| module | batch | " + " | ".join(f"{c} ms" for c in args.cases) + " | "
-              + " | ".join(names) + " |")
-        print("|---" * (2 + len(args.cases) + len(names)) + "|")
+              + " | ".join(names) + " | " + " | ".join(f"{c} samples/s" for c in args.cases)
+              + " |")
+        print("|---" * (2 + 2 * len(args.cases) + len(names)) + "|")
         for module in args.modules:
             for batch_size in args.batch_sizes:
                 per_batch, ratios = partial_fit_ratios(
@@ -203,7 +223,9 @@ def main(argv=None):
                 )
                 print(f"| {module} | {batch_size} | "
                       + " | ".join(f"{per_batch[c] * 1e3:.3f}" for c in args.cases) + " | "
-                      + " | ".join(f"{ratios[n]:.2f}" for n in names) + " |", flush=True)
+                      + " | ".join(f"{ratios[n]:.2f}" for n in names) + " | "
+                      + " | ".join(f"{batch_size / per_batch[c]:.0f}" for c in args.cases)
+                      + " |", flush=True)
                 results["partial_fit"].append(dict(module=module, batch_size=batch_size,
                                                    ms_per_batch={c: per_batch[c] * 1e3
                                                                  for c in args.cases},

@@ -45,10 +45,15 @@ def test_scripts_print_their_tables(tmp_path):
         "ratios.main(['--modules', 'mlp', '--batch-sizes', '32', '--rounds', '1', "
         "'--calls', '1', '--batches-per-call', '1', '--history-size', '2', "
         f"'--json', {str(tmp_path / 'ratios.json')!r}]); "
+        "ratios.main(['--modules', 'resnet', '--device', 'cpu', '--batch-sizes', '32', "
+        "'--cases', 'raw', 'none', 'dsc-without-flags', '--rounds', '1', '--calls', '1', "
+        "'--batches-per-call', '1', '--skip-snapshots']); "
         "breakdown.main(['--batch-size', '32', '--rounds', '1'])"
     )
     result = _run("-c", code)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "none/raw" in result.stdout and "2/1 vmapped" in result.stdout
+    assert "| resnet | 32 |" in result.stdout and "none samples/s" in result.stdout
+    assert "device: cpu" in result.stdout
     assert "16 snapshots" in result.stdout
     assert (tmp_path / "ratios.json").exists()
