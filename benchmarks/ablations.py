@@ -72,13 +72,17 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--drifts", nargs="*", default=None,
                         help="benign drifts (default: all; none: --drifts)")
+    parser.add_argument("--burn-in-epochs", type=int, default=None,
+                        help="plain passes over the burn-in data (default: the protocol's 10)")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--output", type=Path, default=Path("ablations"))
     args = parser.parse_args(argv)
     variants = {name: VARIANTS[name] for name in args.variants}
-    drifts = {} if args.drifts is None else {"drifts": tuple(args.drifts)}
+    options = {} if args.drifts is None else {"drifts": tuple(args.drifts)}
+    if args.burn_in_epochs is not None:
+        options["burn_in_epochs"] = args.burn_in_epochs
     records = run_benchmark(args.benchmarks, variants, tuple(range(args.seeds)),
-                            n_jobs=args.n_jobs, **drifts)
+                            n_jobs=args.n_jobs, **options)
     args.output.mkdir(parents=True, exist_ok=True)
     save_results(records, args.output / "ablations.json")
     table = ("## Accumulative poisoning\n\n" + results_table(records)

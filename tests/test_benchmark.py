@@ -63,7 +63,8 @@ def test_drift_runs_and_table():
 
 def test_cli_quick_smoke(tmp_path, capsys):
     status = main(["benchmark", "--quick", "--defences", "ST", "GC", "--seeds", "1",
-                   "--max-steps", "2", "--drifts", "translation", "--output", str(tmp_path)])
+                   "--max-steps", "2", "--burn-in-epochs", "2", "--drifts", "translation",
+                   "--output", str(tmp_path)])
     assert status == 0
     output = capsys.readouterr().out
     assert "| digits-mlp | GC | accumulative |" in output
@@ -74,6 +75,24 @@ def test_cli_quick_smoke(tmp_path, capsys):
     assert "dsc-sklearn benchmark" in (tmp_path / "results.md").read_text()
     for name in ("accuracy_stream", "discrepancy", "tradeoff"):
         assert (tmp_path / f"digits-mlp_{name}.png").stat().st_size > 1000
+
+
+def test_cli_passes_the_protocol_options(monkeypatch):
+    import dsc_sklearn.cli as cli
+
+    seen = {}
+
+    def fake_run_benchmark(benchmarks, defences, seeds, **options):
+        seen.update(options, benchmarks=benchmarks, seeds=seeds)
+        return []
+
+    monkeypatch.setattr(cli, "run_benchmark", fake_run_benchmark)
+    monkeypatch.setattr(cli, "results_table", lambda records: "")
+    main(["benchmark", "--benchmarks", "mnist1d-cnn", "--seeds", "2", "--burn-in-epochs", "60",
+          "--max-steps", "7", "--drifts"])
+    assert seen["burn_in_epochs"] == 60 and seen["max_steps"] == 7
+    assert seen["benchmarks"] == ["mnist1d-cnn"] and seen["seeds"] == (0, 1)
+    assert seen["drifts"] == ()
 
 
 def test_cli_rejects_unknown_defence(capsys):
