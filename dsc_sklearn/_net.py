@@ -260,7 +260,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         self._set_training(True)
         train_logits = self._infer(X) if self.mode_invariant_ else None
         X_train, y_train = X, y
-        statistic = flagged = threshold = derive = None
+        statistic = flagged = threshold = splice = None
         n_steps = 0
         if self.correction != "none":
             current = self._current_logits(X, train_logits)
@@ -269,20 +269,32 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             thresholds = [policy.current(X.device) for policy in policies]
             gates = [self._flag(stat, tau) for stat, tau in zip(statistics, thresholds)]
             flagged = _union([gate[2] for gate in gates])
-            X_train, y_train, n_steps, derive = self._correct(X, y, flagged, thresholds)
+            X_train, y_train, n_steps, splice = self._correct(X, y, flagged, thresholds)
             for policy, (units, unit_flags, _) in zip(policies, gates):
                 policy.update(units, unit_flags)
             statistic, threshold = statistics[0], thresholds[0]
-        if not len(X_train):
-            train_logits = None
-        elif X_train is not X or train_logits is None:
-            train_logits = (derive(train_logits) if derive and train_logits is not None
-                            else self._infer(X_train))
+        train_logits = self._training_logits(X, X_train, train_logits, splice)
         loss = self._optimizer_step(train_logits, y_train, X_train)
         record = self._record(loss, statistic, flagged, threshold, n_steps)
         if flagged is None:
             flagged = torch.zeros(len(X), dtype=torch.bool, device=X.device)
         return {"loss": loss, "y_pred": train_logits, "record": record, "flagged": flagged}
+
+    def _training_logits(self, X, X_train, logits, splice):
+        """Training-mode logits of ``X_train``; ``None`` when it is empty.
+
+        ``logits`` are those of the arriving batch ``X`` when the training
+        pass could be run before the gate (mode-invariant modules); they are
+        kept when nothing changed, spliced when the correction says how, and
+        computed afresh otherwise.
+        """
+        if not len(X_train):
+            return None
+        if logits is None:
+            return self._infer(X_train)
+        if X_train is X:
+            return logits
+        return splice(logits) if splice is not None else self._infer(X_train)
 
     def _to_device(self, tensor):
         """``tensor`` on the net's device, as skorch's ``to_tensor`` puts it."""
