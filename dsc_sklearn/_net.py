@@ -368,10 +368,12 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
 
             return X_new, y, n_steps, splice
         if self.correction == "drop":
-            keep = ~flagged
-            if bool(keep.all()):
+            # One synchronisation: integer indices, unlike a boolean mask,
+            # index X, y and the logits without asking the device again.
+            kept = (~flagged).nonzero().squeeze(1)
+            if len(kept) == len(X):
                 return X, y, 0, None
-            return X[keep], y[keep], 0, lambda logits: logits[keep]
+            return X[kept], y[kept], 0, lambda logits: logits[kept]
         if self.correction == "descent":
             X_new, n_steps = loss_descent(self.module_, X, y, **options)
             return X_new, y, n_steps, None

@@ -226,14 +226,15 @@ def host_syncs(monkeypatch):
     return counts
 
 
-#: (parameters, decisions per batch): which rows the gate flagged (a
-#: nonzero, or for "drop" keep.all()), and which are still flagged after
-#: each correction step but the last.
+#: (parameters, decisions per batch): which rows the gate flagged (or, for
+#: "drop", kept), and which are still flagged after each correction step
+#: but the last.
 SYNC_CASES = [
     (dict(correction="none"), 0),
     (dict(threshold=1e9), 1),
     (dict(threshold=1e9, reference="mean", loss_threshold=1e9), 1),
     (dict(correction="drop", threshold=1e9), 1),
+    (dict(correction="drop", threshold=0.0), 1),
     (dict(threshold=0.0, max_correction_steps=2), 2),
     (dict(threshold="auto", correction="descent", max_correction_steps=2), 0),
     (dict(correction="adversarial", max_correction_steps=2), 0),
