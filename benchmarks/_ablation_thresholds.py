@@ -3,7 +3,11 @@
 from torch.nn.functional import cross_entropy
 
 import dsc_sklearn._net as _net
-from dsc_sklearn.discrepancy import decision_statistic
+from dsc_sklearn.discrepancy import (
+    decision_statistic,
+    memorization_discrepancy,
+    reduce_snapshots,
+)
 from dsc_sklearn.thresholds import AutoThreshold
 
 
@@ -58,10 +62,12 @@ _library_statistics = _net.DiscrepancyAwareNet._statistics
 def _statistics_with_excess_loss(self, X, y, logits):
     if not isinstance(self.loss_threshold_policy_, ExcessLossThreshold):
         return _library_statistics(self, X, y, logits)
-    reference = self.snapshots_.reference_logits(self.module_, X, self.reference)[0]
+    # One reference pass serves the discrepancy and the excess loss.
+    reference = self.snapshots_.reference_logits(self.module_, X, self.reference)
+    discrepancy = reduce_snapshots(memorization_discrepancy(reference, logits), self.reference)
     excess = (cross_entropy(logits, y, reduction="none")
-              - cross_entropy(reference, y, reduction="none"))
-    return [decision_statistic(self.discrepancy(X, logits)), excess]
+              - cross_entropy(reference[0], y, reduction="none"))
+    return [decision_statistic(discrepancy), excess]
 
 
 # Importing this module (as unpickling the policy in a joblib worker does)

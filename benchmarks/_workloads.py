@@ -76,6 +76,8 @@ class ResNetStyle(nn.Module):
     Its BatchNorm layers compute different functions in train and eval mode,
     so the estimator cannot reuse the training pass for the discrepancy and
     pays an extra eval-mode forward pass: the path a real ResNet takes.
+    ``n_features`` is accepted because the estimator passes it; the input is
+    always read as one 8 x 8 image.
     """
 
     def __init__(self, n_features=N_FEATURES, n_classes=N_CLASSES, channels=16, n_blocks=2):
