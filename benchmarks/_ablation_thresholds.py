@@ -1,14 +1,6 @@
 """Exploratory threshold policies of the ablation study (not part of the library)."""
 
-from torch.nn.functional import cross_entropy
-
-import dsc_sklearn._net as _net
-from dsc_sklearn.discrepancy import (
-    decision_statistic,
-    memorization_discrepancy,
-    reduce_snapshots,
-)
-from dsc_sklearn.thresholds import AutoThreshold
+from dsc_sklearn.defence.thresholds import AutoThreshold
 
 
 class MarginThreshold(AutoThreshold):
@@ -49,27 +41,10 @@ class ExcessLossThreshold(AutoThreshold):
 
     A benign shift should raise the loss of the current and of the
     historical model alike, and a poison crafted against the current model
-    should raise mostly the current one's. The library's loss gate reads the
-    current model's cross-entropy; when the loss policy is of this class,
-    the training step below reads the excess instead. The reference is the
-    net's ``reference`` snapshot.
+    should raise mostly the current one's. The policy reads the library's
+    ``"excess_loss"`` statistic (see
+    :data:`dsc_sklearn.defence.discrepancy.STATISTICS`); the reference is
+    the net's ``reference`` snapshot.
     """
 
-
-_library_statistics = _net.DiscrepancyAwareNet._statistics
-
-
-def _statistics_with_excess_loss(self, X, y, logits):
-    if not isinstance(self.loss_threshold_policy_, ExcessLossThreshold):
-        return _library_statistics(self, X, y, logits)
-    # One reference pass serves the discrepancy and the excess loss.
-    reference = self.snapshots_.reference_logits(self.module_, X, self.reference)
-    discrepancy = reduce_snapshots(memorization_discrepancy(reference, logits), self.reference)
-    excess = (cross_entropy(logits, y, reduction="none")
-              - cross_entropy(reference[0], y, reduction="none"))
-    return [decision_statistic(discrepancy), excess]
-
-
-# Importing this module (as unpickling the policy in a joblib worker does)
-# installs the experiment; other policies keep the library's statistics.
-_net.DiscrepancyAwareNet._statistics = _statistics_with_excess_loss
+    statistic = "excess_loss"

@@ -33,7 +33,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.modules import MLP, SmallCNN
+from dsc_sklearn.defence.modules import MLP, SmallCNN
 
 QUICK = os.environ.get("DSC_BENCH_QUICK") == "1"
 #: Where the estimators and the raw loop train; read at call time.

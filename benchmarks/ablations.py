@@ -1,7 +1,7 @@
 """Ablations of the defence: which levers make the default win, and at what cost.
 
 Runs every variant below, and the baselines, through the benchmark protocol
-(:func:`dsc_sklearn.benchmark.run_benchmark`, attack and benign drifts) and
+(:func:`dsc_sklearn.evaluation.benchmark.run_benchmark`, attack and benign drifts) and
 writes ``ablations.json``, ``ablations.md`` and one robustness-against-cost
 plot per benchmark::
 
@@ -13,14 +13,14 @@ The table in ``docs/ablations.md`` was produced this way.
 import argparse
 from pathlib import Path
 
-from dsc_sklearn.benchmark import (
+from dsc_sklearn.evaluation.benchmark import (
     DEFENCES,
     drift_table,
     results_table,
     run_benchmark,
     save_results,
 )
-from dsc_sklearn.thresholds import AutoThreshold
+from dsc_sklearn.defence.thresholds import AutoThreshold
 
 from _ablation_thresholds import ExcessLossThreshold, MarginThreshold, PatientThreshold
 
@@ -89,7 +89,7 @@ def main(argv=None):
              + "\n## Benign drift\n\n" + drift_table(records))
     (args.output / "ablations.md").write_text(table)
     print(table)
-    from dsc_sklearn.plotting import plot_tradeoff, _pyplot
+    from dsc_sklearn.evaluation.plotting import plot_tradeoff, _pyplot
 
     plt = _pyplot()
     for benchmark in args.benchmarks:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from _workloads import DEFAULT_MODULES, QUICK, digits_stream, fitted_classifier
 
-from dsc_sklearn.correction import (
+from dsc_sklearn.defence.correction import (
     adversarial_examples,
     discrepancy_aware_correction,
     loss_descent,

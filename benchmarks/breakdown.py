@@ -5,12 +5,17 @@ Four measurements, each side by side in interleaved rounds (medians):
 1. ``train_step`` alone (``correction="none"``) against the raw torch step,
    on one batch already on the device: the estimator's per-step overhead
    without ``partial_fit``'s input validation;
-2. the per-call cost of ``partial_fit`` with ``train_step`` replaced by a
-   stub: validation, label encoding, logging;
-3. ``threshold=1e9`` steps with parts of the discrepancy replaced by stubs
-   (no divergence, no reference pass, neither), against ``"none"``;
+2. the per-call cost of ``partial_fit`` around a training step that does
+   nothing (a net subclass, through the estimator's ``net_class``):
+   validation, label encoding, logging;
+3. the time of each stage of the training step (the net's hooks, timed by
+   a subclass that overrides each one), for ``"none"`` and for
+   ``threshold=1e9`` (the discrepancy computed, nothing flagged), the gate
+   split into the reference pass and the statistic;
 4. the reference logits of 16 snapshots in one vmapped call against a
    Python loop over the same snapshots.
+
+Nothing is patched: the measurements subclass the net and the estimator.
 
 Run it from the repository root::
 
@@ -27,15 +32,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import dsc_sklearn._net as net_module  # noqa: E402
 from _workloads import (  # noqa: E402
-    BatchCycler,
+    CLASSES,
+    DEVICE,
     MODULES,
+    BatchCycler,
     digits_stream,
     fitted_classifier,
     make_trainer,
+    synchronize,
 )
-from dsc_sklearn.history import call_with_state, eval_mode  # noqa: E402
+from dsc_sklearn import DiscrepancyAwareOnlineClassifier  # noqa: E402
+from dsc_sklearn._torch import call_with_state, eval_mode  # noqa: E402
+from dsc_sklearn.defence import DiscrepancyAwareNet  # noqa: E402
+from dsc_sklearn.defence._net import LOG_FIELDS  # noqa: E402
+from dsc_sklearn.defence.discrepancy import STATISTICS  # noqa: E402
 from ratios import CLOCKS, _interleaved, machine  # noqa: E402
 
 __all__ = ["main"]
@@ -66,55 +77,100 @@ def step_overhead(module, batch_size, rounds, clock):
     return _medians(times), _ratios(times, "raw")
 
 
+class _NoOpStepNet(DiscrepancyAwareNet):
+    """A net whose training step trains nothing: what surrounds it in partial_fit."""
+
+    def train_step(self, batch, **fit_params):
+        X = batch[0]
+        return {"loss": None, "y_pred": None,
+                "record": torch.zeros(len(LOG_FIELDS), device=X.device),
+                "flagged": torch.zeros(len(X), dtype=torch.bool, device=X.device)}
+
+
+class _NoOpStepClassifier(DiscrepancyAwareOnlineClassifier):
+    net_class = _NoOpStepNet
+
+
 def call_overhead(module, batch_size, rounds, clock, batches_per_call=8):
-    """``partial_fit`` of ``batches_per_call`` batches with a stub step, ms."""
-    clf = make_trainer("none", module, batch_size, pretrain=0, warmup=2)
+    """``partial_fit`` of ``batches_per_call`` batches around a no-op step, ms."""
+    clf = _NoOpStepClassifier(MODULES[module], batch_size=batch_size, device=DEVICE,
+                              correction="none", random_state=0)
     X, y = BatchCycler(batch_size * batches_per_call)()
-
-    def stub(batch, **fit_params):
-        return {"loss": None, "y_pred": None, "record": torch.zeros(6),
-                "flagged": torch.zeros(len(batch[0]), dtype=torch.bool)}
-
-    clf.net_.train_step = stub
+    clf.partial_fit(X, y, classes=CLASSES)
     times = _interleaved({"partial_fit": lambda: clf.partial_fit(X, y)}, rounds, 10, clock)
     return _medians(times)
 
 
-def discrepancy_parts(module, batch_size, rounds, clock):
-    """``threshold=1e9`` steps with parts stubbed, against ``"none"``."""
-    none = make_trainer("none", module, batch_size, pretrain=0, warmup=2).net_
-    gated = make_trainer("dsc-without-flags", module, batch_size, pretrain=0, warmup=2).net_
+#: The hooks of the training step, in the order it runs them.
+STAGES = ("begin_step", "gate", "correct", "optimizer_step", "snapshot", "record")
+
+
+class _TimedNet(DiscrepancyAwareNet):
+    """Times each hook of the training step, and the gate's two parts."""
+
+    clock = staticmethod(CLOCKS["cpu"])
+
+    def initialize(self):
+        self.stage_times_ = {}
+        return super().initialize()
+
+    def _timed(self, name, call):
+        synchronize()
+        start = self.clock()
+        result = call()
+        synchronize()
+        self.stage_times_[name] = self.stage_times_.get(name, 0.0) + self.clock() - start
+        return result
+
+    def begin_step(self, X, y):
+        return self._timed("begin_step", lambda: super(_TimedNet, self).begin_step(X, y))
+
+    def gate(self, step):
+        return self._timed("gate", lambda: super(_TimedNet, self).gate(step))
+
+    def correct(self, step):
+        return self._timed("correct", lambda: super(_TimedNet, self).correct(step))
+
+    def optimizer_step(self, step):
+        return self._timed("optimizer_step",
+                           lambda: super(_TimedNet, self).optimizer_step(step))
+
+    def snapshot(self, step):
+        return self._timed("snapshot", lambda: super(_TimedNet, self).snapshot(step))
+
+    def record(self, step):
+        return self._timed("record", lambda: super(_TimedNet, self).record(step))
+
+    def gate_statistics(self, X, y, logits):
+        reference = self._timed("gate: reference pass", lambda: self.snapshots_.reference_logits(
+            self.module_, X, self.reference))
+        return self._timed("gate: statistic", lambda: [
+            STATISTICS[name](logits, reference, y, self.reference)
+            for _, name in self.gate_policies()])
+
+
+class _TimedClassifier(DiscrepancyAwareOnlineClassifier):
+    net_class = _TimedNet
+
+
+def stage_times(module, batch_size, rounds, clock):
+    """Median ms per batch of each stage, for ``"none"`` and ``threshold=1e9``."""
     X, y = (torch.as_tensor(a) for a in digits_stream(batch_size, seed=7))
-    n_classes = none.module_(X[:1]).shape[1]
-    real_divergence = net_module.memorization_discrepancy
-    real_reference = gated.snapshots_.reference_logits
-
-    def no_divergence(reference, current):
-        return torch.zeros(reference.shape[:-1])
-
-    def no_reference(module_, X_, reference, dtype=None):
-        return torch.zeros(1, len(X_), n_classes)
-
-    def variant(divergence, reference):
-        def step():
-            net_module.memorization_discrepancy = divergence
-            gated.snapshots_.reference_logits = reference
-            try:
-                gated.train_step((X, y))
-            finally:
-                net_module.memorization_discrepancy = real_divergence
-                gated.snapshots_.reference_logits = real_reference
-        return step
-
-    steps = {
-        "none": lambda: none.train_step((X, y)),
-        "no-flags": variant(real_divergence, real_reference),
-        "stub divergence": variant(no_divergence, real_reference),
-        "stub reference pass": variant(real_divergence, no_reference),
-        "stub both": variant(no_divergence, no_reference),
-    }
-    times = _interleaved(steps, rounds, 20, clock)
-    return _medians(times), _ratios(times, "none")
+    results = {}
+    for case, params in (("none", {"correction": "none"}), ("no-flags", {"threshold": 1e9})):
+        clf = _TimedClassifier(MODULES[module], batch_size=batch_size, device=DEVICE,
+                               random_state=0, **params)
+        clf.partial_fit(*digits_stream(batch_size * 2, seed=3), classes=CLASSES)
+        net, samples = clf.net_, {}
+        net.clock = CLOCKS[clock]
+        for _ in range(rounds):
+            net.stage_times_ = {}
+            for _ in range(20):
+                net.train_step((X, y))
+            for name, seconds in net.stage_times_.items():
+                samples.setdefault(name, []).append(seconds / 20)
+        results[case] = _medians(samples)
+    return results
 
 
 def vmap_against_loop(module, batch_size, rounds, clock, history_size=16):
@@ -160,10 +216,9 @@ def main(argv=None):
     ms, ratios = step_overhead(*options)
     _show("1. one step", ms)
     _show("   ratio to raw", ratios, "")
-    _show("2. partial_fit of 8 batches, step stubbed", call_overhead(*options))
-    ms, ratios = discrepancy_parts(*options)
-    _show("3. threshold=1e9 step", ms)
-    _show("   ratio to none", ratios, "")
+    _show("2. partial_fit of 8 batches around a no-op step", call_overhead(*options))
+    for case, ms in stage_times(*options).items():
+        _show(f"3. stages of a {case} step", ms)
     ms, ratios = vmap_against_loop(*options)
     _show("4. 16 snapshots", ms)
     _show("   ratio to vmap", ratios, "")

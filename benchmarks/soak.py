@@ -6,7 +6,7 @@ cycled with fresh uniform noise so that no batch repeats, through
 ``--batch-size`` (default 100), and reports the resident set size (RSS) after
 the warm-up (``--warmup``, default 20 000 samples) and at the end, the growth
 in between, the lengths of ``stream_log_`` and of the snapshot buffer, and the
-time taken. ``tests/test_soak.py`` runs a shorter version of the same loop.
+time taken. ``tests/defence/test_soak.py`` runs a shorter version of the same loop.
 
 Run it from the repository root::
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.datasets import load_stream_dataset
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
 
 __all__ = ["resident_memory_mb", "soak"]
 

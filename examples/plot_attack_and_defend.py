@@ -6,8 +6,8 @@ An accumulative poisoning attack (Pang et al., NeurIPS 2021) perturbs the
 batches of a training stream, within an invisible budget, so that the model
 drifts towards a state where one later *trigger* batch wrecks it. This
 example replays the attack against plain online training and against
-several defences with :func:`~dsc_sklearn.evaluation.run_stream_protocol`
-and :func:`~dsc_sklearn.benchmark.run_benchmark`, the functions behind the
+several defences with :func:`~dsc_sklearn.evaluation.protocol.run_stream_protocol`
+and :func:`~dsc_sklearn.evaluation.benchmark.run_benchmark`, the functions behind the
 ``dsc-sklearn benchmark`` command.
 
 To keep the example fast it runs one seed and at most 20 poisoned batches;
@@ -17,7 +17,7 @@ To keep the example fast it runs one seed and at most 20 poisoned batches;
 # %%
 # One run of the protocol
 # -----------------------
-# :func:`~dsc_sklearn.evaluation.run_stream_protocol` clones the estimator
+# :func:`~dsc_sklearn.evaluation.protocol.run_stream_protocol` clones the estimator
 # and runs, on one seed:
 #
 # 1. **burn-in**: ten plain passes over half of the training split, then a
@@ -30,15 +30,15 @@ To keep the example fast it runs one seed and at most 20 poisoned batches;
 # 4. **clean twin**: a copy of the burnt-in model trained on the same
 #    stream without poison, to measure what the defence costs.
 #
-# :func:`~dsc_sklearn.benchmark.make_defence` builds the estimator of each
+# :func:`~dsc_sklearn.evaluation.benchmark.make_defence` builds the estimator of each
 # named defence; ``"ST"`` is plain training.
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from dsc_sklearn.benchmark import make_defence, run_benchmark
-from dsc_sklearn.datasets import load_stream_dataset
-from dsc_sklearn.evaluation import run_stream_protocol
-from dsc_sklearn.plotting import plot_accuracy_curves, plot_discrepancy, plot_tradeoff
+from dsc_sklearn.evaluation.benchmark import make_defence, run_benchmark
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
+from dsc_sklearn.evaluation.protocol import run_stream_protocol
+from dsc_sklearn.evaluation.plotting import plot_accuracy_curves, plot_discrepancy, plot_tradeoff
 
 data = load_stream_dataset("digits", random_state=0)
 plain = make_defence("ST", "digits-mlp")
@@ -79,7 +79,7 @@ print("flagged poisoned samples:", result.detection["true_positive"])
 # %%
 # Several defences side by side
 # -----------------------------
-# :func:`~dsc_sklearn.benchmark.run_benchmark` runs the protocol for every
+# :func:`~dsc_sklearn.evaluation.benchmark.run_benchmark` runs the protocol for every
 # defence and seed (in parallel with ``n_jobs``, on any joblib backend) and
 # returns one JSON-serialisable record per run. Plain training also faces
 # uniform noise of the same budget and the trigger alone, the attack's own
@@ -104,11 +104,11 @@ columns = ["defence", "attack", "accuracy_burn_in", "accuracy_accumulative",
 pd.DataFrame(records)[columns].round(3)
 
 # %%
-# :func:`~dsc_sklearn.benchmark.results_table` aggregates the records over
+# :func:`~dsc_sklearn.evaluation.benchmark.results_table` aggregates the records over
 # seeds into a markdown table, as ``dsc-sklearn benchmark`` writes it to
 # ``results.md``.
 #
-# The plots of :mod:`dsc_sklearn.plotting` draw the records. Along the
+# The plots of :mod:`dsc_sklearn.evaluation.plotting` draw the records. Along the
 # attacked stream, a defence that holds keeps its accuracy after the
 # trigger (the last point of each line):
 fig, ax = plt.subplots(figsize=(7, 4))

@@ -34,7 +34,7 @@ import pandas as pd
 from sklearn.model_selection import GridSearchCV
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.datasets import load_stream_dataset
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
 
 data = load_stream_dataset("digits", random_state=0)
 

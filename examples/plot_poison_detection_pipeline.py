@@ -10,7 +10,7 @@ to tell poisoned samples from clean ones, and is evaluated as any other
 scikit-learn model, with cross-validation.
 
 The poisoned samples come from the accumulative poisoning attack of Pang et
-al. (2021), :class:`~dsc_sklearn.attacks.AccumulativePoisoningAttack`,
+al. (2021), :class:`~dsc_sklearn.evaluation.attacks.AccumulativePoisoningAttack`,
 crafted against the same model the scorer reads.
 """
 
@@ -19,7 +19,7 @@ crafted against the same model the scorer reads.
 # ---------------------
 # The attack targets a model that has been trained, not yet converged: ten
 # plain passes over half of the training split, then a few more clean
-# batches, as :func:`~dsc_sklearn.evaluation.run_stream_protocol` does. The
+# batches, as :func:`~dsc_sklearn.evaluation.protocol.run_stream_protocol` does. The
 # snapshot buffer keeps four snapshots, one every ten batches: the newest
 # is five batches old, the oldest thirty-five.
 import matplotlib.pyplot as plt
@@ -32,9 +32,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier, MemorizationDiscrepancyScorer
-from dsc_sklearn.attacks import AccumulativePoisoningAttack
-from dsc_sklearn.datasets import load_stream_dataset
-from dsc_sklearn.evaluation import detection_report
+from dsc_sklearn.evaluation.attacks import AccumulativePoisoningAttack
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
+from dsc_sklearn.evaluation.protocol import detection_report
 
 data = load_stream_dataset("digits", random_state=0)
 n_burn_in = len(data.X_train) // 2

@@ -39,7 +39,7 @@ import pandas as pd
 from river import compat, evaluate, linear_model, metrics, multiclass, stream
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.datasets import load_stream_dataset
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
 
 data = load_stream_dataset("digits", random_state=0)
 X, y = data.X_train[:600], data.y_train[:600]

@@ -17,7 +17,7 @@ stream with ``set_params``.
 # %%
 # A stream of digits
 # ------------------
-# :func:`~dsc_sklearn.datasets.load_stream_dataset` returns stratified
+# :func:`~dsc_sklearn.evaluation.datasets.load_stream_dataset` returns stratified
 # train, validation and test splits with pixels in ``[0, 1]``. The training
 # split is the stream; it is reshuffled at every pass, as a stream of fresh
 # batches would be.
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.datasets import load_stream_dataset
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
 
 data = load_stream_dataset("digits", random_state=0)
 classes = np.arange(data.n_classes)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dsc_sklearn.datasets import load_stream_dataset
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
 
 
 @pytest.fixture(scope="session", autouse=True)

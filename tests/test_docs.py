@@ -17,16 +17,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_MODULES = (
     "dsc_sklearn",
-    "dsc_sklearn.discrepancy",
-    "dsc_sklearn.history",
-    "dsc_sklearn.thresholds",
-    "dsc_sklearn.correction",
-    "dsc_sklearn.modules",
-    "dsc_sklearn.attacks",
-    "dsc_sklearn.datasets",
-    "dsc_sklearn.evaluation",
-    "dsc_sklearn.benchmark",
-    "dsc_sklearn.plotting",
+    "dsc_sklearn.defence.discrepancy",
+    "dsc_sklearn.defence.history",
+    "dsc_sklearn.defence.thresholds",
+    "dsc_sklearn.defence.correction",
+    "dsc_sklearn.defence.modules",
+    "dsc_sklearn.evaluation.attacks",
+    "dsc_sklearn.evaluation.datasets",
+    "dsc_sklearn.evaluation.protocol",
+    "dsc_sklearn.evaluation.benchmark",
+    "dsc_sklearn.evaluation.plotting",
 )
 USER_GUIDE = ("threat", "discrepancy", "dsc", "history", "thresholds", "corrections")
 

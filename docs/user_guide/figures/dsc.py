@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from guide_data import burnt_in_classifier, poisoned_batches
 
-from dsc_sklearn.correction import discrepancy_aware_correction
+from dsc_sklearn.defence.correction import discrepancy_aware_correction
 
 clf = burnt_in_classifier()
 X_clean, X_poisoned, y = poisoned_batches()

@@ -12,8 +12,8 @@ from functools import cache
 import numpy as np
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.attacks import AccumulativePoisoningAttack
-from dsc_sklearn.datasets import load_stream_dataset
+from dsc_sklearn.evaluation.attacks import AccumulativePoisoningAttack
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
 
 CLASSES = np.arange(10)
 

@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from guide_data import burnt_in_classifier, stream_batches, stream_split
 
-from dsc_sklearn.thresholds import linear_schedule
+from dsc_sklearn.defence.thresholds import linear_schedule
 
 X_stream, y_stream = stream_split()
 policies = {

@@ -1,0 +1,720 @@
+"""DiscrepancyAwareOnlineClassifier: the scikit-learn shell around the net."""
+
+import copy
+import inspect
+import numbers
+import os
+import pickle
+from collections import deque
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call,
+    check_classification_targets,
+    unique_labels,
+)
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from .._torch import eval_mode
+from ._net import LOG_FIELDS, DiscrepancyAwareNet
+from ._params import DEFENCE_PARAMETERS, PARAMETERS, estimator_init
+from ._persistence import estimator_state, load_estimator_state
+from .discrepancy import REFERENCES
+from .modules import MLP
+
+__all__ = ["DiscrepancyAwareOnlineClassifier"]
+
+#: Number of per-batch records kept in ``stream_log_``.
+MAX_LOG_RECORDS = 10_000
+
+# Parameters a fitted estimator picks up at its next partial_fit call.
+_LIVE_PARAMS = tuple(param.name for param in PARAMETERS if param.role != "estimator")
+
+
+def _to_host(records, flags):
+    """The steps' records and flags as arrays, in one device-to-host copy.
+
+    Returns ``(values, flagged)``: a float32 array of shape ``(n_steps,
+    len(LOG_FIELDS))`` and a boolean array with one entry per row trained.
+    """
+    records, flags = torch.stack(records), torch.cat(flags)
+    packed = torch.cat((records.flatten(), flags.to(records.dtype))).cpu().numpy()
+    return packed[:records.numel()].reshape(records.shape), packed[records.numel():] != 0
+
+
+def _record_batch(history, loss, batch_size):
+    """The batch entries skorch's ``run_single_epoch`` writes."""
+    history.record_batch("train_loss", loss)
+    history.record_batch("train_batch_size", batch_size)
+
+
+def _integer_labels(y):
+    """Whether ``y`` is a 1-D array of integer or boolean labels."""
+    return isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "biu"
+
+
+@contextmanager
+def _torch_seed(seed, device):
+    """Seed torch inside the block without touching the caller's RNG state."""
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
+    """Online neural-network classifier guarded by memorization discrepancy.
+
+    Each streamed batch is compared with historical snapshots of the model:
+    the per-sample memorization discrepancy ``KL(p_hist(x) || p_cur(x))``
+    flags the samples the model's memory disagrees on, the flagged samples
+    are corrected (Discrepancy-aware Sample Correction, DSC, by default), and
+    only then does the model take its training step [1]_. This defends
+    against accumulative poisoning, where small perturbations in a stream of
+    batches prepare the model for one destructive trigger batch [2]_.
+
+    The torch training runs in a skorch network (``net_``) whose
+    ``train_step`` carries the defence; this estimator adds what
+    scikit-learn expects: input validation, label encoding, ``classes=``,
+    seeding, and one training pass per :meth:`partial_fit` call.
+
+    The defence can be switched or retuned in the middle of a stream:
+    ``set_params`` between two :meth:`partial_fit` calls changes the
+    learning rate, momentum, threshold (a new threshold starts a fresh
+    calibration), correction, reference, buffer size and the other
+    defence parameters from the next call on, keeping the weights, the
+    snapshots and the optimizer state. ``module``, ``hidden_layer_sizes``,
+    ``device``, ``random_state`` and ``callbacks`` take effect at the next
+    :meth:`fit`.
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance, default=None
+        The network; it maps a float32 tensor ``(n_samples, n_features)`` to
+        logits ``(n_samples, n_classes)``. A class (or any callable) is called
+        with ``n_features`` and ``n_classes`` as keywords when it accepts
+        them; an instance is deep-copied at the first fit. ``None`` builds a
+        :class:`~dsc_sklearn.defence.modules.MLP` with ``hidden_layer_sizes``.
+    hidden_layer_sizes : tuple of int, default=(100,)
+        Hidden widths of the default MLP; ignored when ``module`` is given.
+    lr : float, default=0.1
+        Learning rate of SGD.
+    momentum : float, default=0.9
+        Momentum of SGD.
+    batch_size : int, default=100
+        Rows per training step; larger calls are split in order.
+    max_epochs : int, default=1
+        Passes over the data made by :meth:`fit`.
+    history_size : int, default=4
+        Number of weight snapshots kept.
+    snapshot_every : int, default=10
+        Training batches between two snapshots. The initial weights are the
+        first snapshot, so a reference always exists.
+    reference : {"oldest", "newest", "mean", "max", "all"}, default="oldest"
+        Which snapshot(s) the current model is compared with. ``"mean"`` and
+        ``"max"`` reduce the discrepancies over all snapshots; ``"all"``
+        flags like ``"max"`` and makes :meth:`memorization_discrepancy`
+        return one column per snapshot.
+    threshold : float, "auto", callable or policy, default="auto"
+        When a discrepancy is too high: an absolute KL value, ``"auto"``
+        (calibrated online as a high quantile of the discrepancies of recent
+        batches, after a warm-up of 10 batches, see
+        :class:`~dsc_sklearn.defence.thresholds.AutoThreshold`), a callable
+        ``step -> float`` such as
+        :func:`~dsc_sklearn.defence.thresholds.linear_schedule`, or a configured
+        policy such as ``AutoThreshold(quantile=0.995)``.
+    granularity : {"sample", "batch"}, default="sample"
+        Flag samples one by one, or the whole batch on its mean discrepancy
+        as the reference implementation does.
+    correction : {"dsc", "none", "drop", "descent", "adversarial"}, \
+            default="dsc"
+        What happens before the training step: ``"dsc"`` corrects flagged
+        samples by signed descent of the current model's cross-entropy until
+        their discrepancy is under the threshold; ``"none"`` trains plainly
+        (no discrepancy is computed); ``"drop"`` trains on unflagged samples
+        only; ``"descent"`` is the reference code's "AT" baseline (always
+        ``max_correction_steps`` descent steps, no gate); ``"adversarial"``
+        is Madry-style PGD adversarial training.
+    epsilon : float, default=0.2
+        Radius of the L-infinity ball a correction stays in.
+    step_size : float, default=0.02
+        Size of one signed correction step.
+    max_correction_steps : int, default=10
+        Maximum number of correction steps per batch.
+    clip_value : float, default=None
+        Clip the L-infinity norm of the gradient to this value before each
+        step (the "GC" baseline); ``None`` disables clipping.
+    input_bounds : tuple of (float, float), default=None
+        Range corrected inputs are clamped to, e.g. ``(0.0, 1.0)`` for
+        images; ``None`` for unbounded (standardised) inputs.
+    loss_threshold : float, "auto", callable or policy, default=None
+        Also flag the units whose cross-entropy under the current model
+        exceeds this threshold (same forms as ``threshold``, its own
+        calibration); a unit is flagged when either gate fires. ``None``
+        gates on the discrepancy alone.
+    callbacks : list or None, default=None
+        skorch callbacks for the net (instances, or ``(name, callback)``
+        tuples), which then also gets skorch's default callbacks
+        (``epoch_timer``, ``train_loss``, ``print_log``; the latter prints
+        when ``verbose`` is positive). Every :meth:`partial_fit` call, and
+        every pass of :meth:`fit`, is one skorch epoch. ``None`` runs no
+        callback at all, which keeps the training step free of host
+        synchronisations; ``net_.history`` has one row per call either way.
+    device : str or torch.device, default="auto"
+        Torch device; ``"auto"`` picks CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialisation and the random starts of
+        ``"adversarial"``; an int makes CPU runs reproducible.
+    verbose : int, default=0
+        Print one line per :meth:`partial_fit` call when positive.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when ``X`` has string column
+        names.
+    net_ : DiscrepancyAwareNet
+        The skorch network; ``net_.module_`` is the trained module and
+        ``net_.history`` skorch's :class:`~skorch.history.History`, one row
+        per :meth:`partial_fit` call with one entry per batch
+        (``train_loss``, ``train_batch_size``).
+    device_ : torch.device
+        The device the network lives on.
+    n_batches_seen_ : int
+        Training batches processed.
+    n_samples_seen_ : int
+        Training samples processed.
+    n_flagged_ : int
+        Samples flagged so far.
+    last_flagged_ : ndarray of shape (n_samples,), dtype=bool
+        Which rows of the last :meth:`partial_fit` call (or the last pass of
+        :meth:`fit`) were flagged.
+    stream_log_ : collections.deque of dict
+        One record per training batch (``step``, ``loss``,
+        ``mean_discrepancy``, ``max_discrepancy``, ``threshold``,
+        ``n_flagged``, ``n_correction_steps``), the last 10 000 only;
+        ``pandas.DataFrame(clf.stream_log_)`` tabulates it.
+
+    See Also
+    --------
+    MemorizationDiscrepancyScorer : Discrepancy scores as a transformer.
+
+    References
+    ----------
+    .. [1] Zhu et al. "Exploring Model Dynamics for Accumulative Poisoning
+       Discovery". ICML 2023. https://arxiv.org/abs/2306.03726
+    .. [2] Pang et al. "Accumulative Poisoning Attacks on Real-time Data".
+       NeurIPS 2021. https://arxiv.org/abs/2106.09993
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16.0
+    >>> clf = DiscrepancyAwareOnlineClassifier(input_bounds=(0.0, 1.0), random_state=0)
+    >>> for epoch in range(3):
+    ...     for start in range(0, 1500, 100):
+    ...         clf = clf.partial_fit(X[start:start + 100], y[start:start + 100],
+    ...                               classes=range(10))
+    >>> clf.n_batches_seen_
+    45
+    >>> print(f"{clf.score(X[1500:], y[1500:]):.2f}")
+    0.84
+    """
+
+    _parameter_constraints = {param.name: list(param.constraints) for param in PARAMETERS}
+
+    #: The skorch net the estimator builds as ``net_``. A subclass may name a
+    #: :class:`~dsc_sklearn.defence.DiscrepancyAwareNet` subclass that
+    #: overrides hooks of the training step.
+    net_class = DiscrepancyAwareNet
+
+    __init__ = estimator_init(PARAMETERS)
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X, y):
+        """Reset, then make ``max_epochs`` ordered passes over ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs.
+        y : array-like of shape (n_samples,)
+            Labels.
+
+        Returns
+        -------
+        self : DiscrepancyAwareOnlineClassifier
+            The fitted estimator.
+        """
+        self._validate_params()
+        self._reset()
+        try:
+            X, y = validate_data(
+                self, X, y, dtype=np.float32, force_writeable=True, reset=True
+            )
+            check_classification_targets(y)
+            classes = unique_labels(y)
+            for _ in range(self.max_epochs):
+                self._partial_fit(X, y, classes)
+        except Exception:
+            self._reset()
+            raise
+        return self
+
+    def partial_fit(self, X, y, classes=None):
+        """Train on one pass over ``(X, y)`` in chunks of ``batch_size``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A batch of the stream.
+        y : array-like of shape (n_samples,)
+            Its labels; every label must be in ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            All labels the stream can carry. Required on the first call,
+            ignored-if-equal afterwards.
+
+        Returns
+        -------
+        self : DiscrepancyAwareOnlineClassifier
+            The updated estimator.
+        """
+        first_call = not hasattr(self, "classes_")
+        try:
+            if first_call:
+                self._validate_params()
+            else:
+                self._validate_changed_params()
+            X, y = validate_data(
+                self, X, y, dtype=np.float32, force_writeable=True, reset=first_call
+            )
+            if not _integer_labels(y):
+                # 1-D integer labels always pass; the check costs a sort.
+                check_classification_targets(y)
+            if classes is not None:
+                classes = unique_labels(column_or_1d(classes))
+            self._partial_fit(X, y, classes)
+        except Exception:
+            if first_call:
+                self._reset()
+            raise
+        return self
+
+    def _validate_params(self):
+        super()._validate_params()
+        bounds = self.input_bounds
+        if bounds is not None and not (
+            len(bounds) == 2
+            and all(isinstance(b, numbers.Real) and np.isfinite(b) for b in bounds)
+            and bounds[0] < bounds[1]
+        ):
+            raise ValueError(
+                "input_bounds must be None or a pair (low, high) of finite "
+                f"numbers with low < high, e.g. (0.0, 1.0); got {bounds!r}."
+            )
+
+    def _validate_changed_params(self):
+        """Validate the parameters again when set_params changed them.
+
+        A full validation costs about as much as a small training step, so
+        it runs only when the parameters that take effect mid-stream (and
+        ``batch_size``) differ from those seen at the previous call.
+        """
+        params = {name: getattr(self, name) for name in (*_LIVE_PARAMS, "batch_size")}
+        try:
+            unchanged = params == self.__dict__.get("_validated_live_params")
+        except (TypeError, ValueError):
+            unchanged = False
+        if not unchanged:
+            self._validate_params()
+            self._validated_live_params = dict(params)
+
+    def _reset(self):
+        for attribute in ("classes_", "net_", "device_", "n_batches_seen_",
+                          "n_samples_seen_", "n_flagged_", "stream_log_", "last_flagged_",
+                          "n_features_in_", "feature_names_in_",
+                          "_validated_live_params"):
+            self.__dict__.pop(attribute, None)
+
+    def _partial_fit(self, X, y, classes):
+        first_call = _check_partial_fit_first_call(self, classes)
+        if first_call and len(self.classes_) < 2:
+            raise ValueError(
+                "The classifier needs at least two classes, but only one class "
+                f"({self.classes_[0]!r}) is known. Pass every label of the stream "
+                "with classes=, or fit on data holding at least two classes."
+            )
+        y_encoded = self._encode(y)
+        if first_call:
+            self._initialize(X)
+        else:
+            self.net_.configure(**self._live_params())
+        Xt = torch.as_tensor(X, device=self.device_)
+        yt = torch.as_tensor(y_encoded, device=self.device_)
+        self._train_pass(Xt, yt, X, y)
+
+    def _train_pass(self, Xt, yt, X, y):
+        """One pass of ``batch_size`` chunks through the net: one skorch epoch.
+
+        skorch's callbacks are notified as in ``NeuralNet.partial_fit``, and
+        ``net_.history`` gains one row per pass with a record per batch.
+        Without callbacks, the batch records are written after the pass from
+        the values copied to the host once, so that the training step never
+        waits for the device.
+        """
+        net = self.net_
+        notify = bool(net.callbacks_)
+        net.notify("on_train_begin", X=X, y=y)
+        net.notify("on_epoch_begin", dataset_train=None, dataset_valid=None)
+        records, flags = [], []
+        try:
+            for start in range(0, len(Xt), self.batch_size):
+                stop = start + self.batch_size
+                batch = (Xt[start:stop], yt[start:stop])
+                if notify:
+                    net.notify("on_batch_begin", batch=batch, training=True)
+                step = net.train_step(batch)
+                records.append(step["record"])
+                flags.append(step["flagged"])
+                if notify:
+                    _record_batch(net.history, step["loss"].item(), len(batch[0]))
+                    net.notify("on_batch_end", batch=batch, training=True, **step)
+        finally:
+            # Count and log the chunks that trained, even when a later one
+            # raised, so the counters, the log and the history match the weights.
+            if records:
+                values, self.last_flagged_ = _to_host(records, flags)
+                self._log(values, n_samples=len(self.last_flagged_))
+                if not notify:
+                    for loss, batch_flags in zip(values[:, 0].tolist(), flags):
+                        net.history.new_batch()
+                        _record_batch(net.history, loss, len(batch_flags))
+            net.history.record("train_batch_count", len(records))
+        net.notify("on_epoch_end", dataset_train=None, dataset_valid=None)
+        net.notify("on_train_end", X=X, y=y)
+
+    def _encode(self, y):
+        if _integer_labels(y) and y.dtype.kind == self.classes_.dtype.kind:
+            # Fast path: one binary search instead of two sorts of y.
+            encoded = np.searchsorted(self.classes_, y)
+            if (self.classes_.take(encoded, mode="clip") == y).all():
+                return encoded.astype(np.int64)
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(
+                f"y holds labels {unknown.tolist()} that are not in the classes "
+                f"{self.classes_.tolist()}. Pass every "
+                "label the stream can carry with classes= on the first "
+                "partial_fit call, or refit."
+            )
+        return np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def _resolve_device(self):
+        """The torch device the ``device`` parameter names now."""
+        return torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu")
+            if self.device == "auto" else self.device
+        )
+
+    def _initialize(self, X):
+        self.device_ = self._resolve_device()
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        with _torch_seed(seed, self.device_):
+            self.net_ = self.net_class(
+                module=self._build_module(),
+                criterion=torch.nn.CrossEntropyLoss,
+                optimizer=torch.optim.SGD,
+                optimizer__momentum=self.momentum,
+                batch_size=self.batch_size,
+                max_epochs=1,
+                train_split=None,
+                callbacks=self.callbacks or "disable",
+                verbose=self.verbose,
+                device=self.device_,
+                classes=list(range(len(self.classes_))),
+                lr=self.lr,
+                **{param.name: getattr(self, param.name) for param in DEFENCE_PARAMETERS},
+            ).initialize()
+        self._check_output_width(X)
+        self.n_batches_seen_ = 0
+        self.n_samples_seen_ = 0
+        self.n_flagged_ = 0
+        self.stream_log_ = deque(maxlen=MAX_LOG_RECORDS)
+
+    def _live_params(self):
+        """Parameters that ``set_params`` may change between two calls."""
+        return {name: getattr(self, name) for name in _LIVE_PARAMS}
+
+    def _build_module(self):
+        module = self.module
+        if module is None:
+            return MLP(self.n_features_in_, len(self.classes_),
+                       hidden_layer_sizes=tuple(self.hidden_layer_sizes))
+        if isinstance(module, torch.nn.Module):
+            return copy.deepcopy(module)
+        accepted = inspect.signature(module).parameters
+        sizes = {"n_features": self.n_features_in_, "n_classes": len(self.classes_)}
+        return module(**{key: value for key, value in sizes.items() if key in accepted})
+
+    def _check_output_width(self, X):
+        try:
+            with torch.no_grad():
+                shape = tuple(self._forward(X[:1]).shape)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(
+                f"The module cannot process one sample of {X.shape[1]} features: "
+                f"{exc}. Build it for n_features={X.shape[1]} (pass the module "
+                "class, which is called with n_features and n_classes) or check "
+                "its forward."
+            ) from exc
+        n_classes = len(self.classes_)
+        if shape != (1, n_classes):
+            raise ValueError(
+                f"The module maps one sample to an output of shape {shape}, but "
+                f"there are {n_classes} classes: it must return logits of shape "
+                f"(n_samples, n_classes), here (1, {n_classes}). Give its last "
+                "layer one output per class."
+            )
+        if len(X) > 1:
+            with torch.no_grad():
+                shape = tuple(self._forward(X[:2]).shape)
+            if shape != (2, n_classes):
+                raise ValueError(
+                    f"The module maps two samples to an output of shape {shape}: "
+                    f"it must return one row of logits per sample, here (2, "
+                    f"{n_classes}). Do not reduce or reshape over the batch "
+                    "dimension in forward."
+                )
+
+    def _log(self, values, n_samples):
+        """Append one record per row of ``values`` (the :data:`LOG_FIELDS`)."""
+        for row in values:
+            self.n_batches_seen_ += 1
+            record = {"step": self.n_batches_seen_}
+            record.update(zip(LOG_FIELDS, row.tolist()))
+            record["n_flagged"] = int(record["n_flagged"])
+            record["n_correction_steps"] = int(record["n_correction_steps"])
+            self.stream_log_.append(record)
+        self.n_samples_seen_ += n_samples
+        n_flagged = int(values[:, LOG_FIELDS.index("n_flagged")].sum())
+        self.n_flagged_ += n_flagged
+        if self.verbose:
+            print(
+                f"[{type(self).__name__}] batches={self.n_batches_seen_} "
+                f"samples={self.n_samples_seen_} flagged={n_flagged} "
+                f"loss={values[-1, 0]:.4f}"
+            )
+
+    # --------------------------------------------------------- persistence
+
+    def save_params(self, f):
+        """Save the fitted state to a file that loads without running code.
+
+        The file holds the module's weights, the optimizer state (momentum),
+        the snapshot buffer, the threshold calibration, the random generator
+        of ``correction="adversarial"``, ``classes_``, ``n_features_in_``,
+        ``feature_names_in_``, the counters and ``stream_log_``: only tensors
+        and plain Python values, so ``torch.load(f, weights_only=True)``
+        reads it without unpickling code. The parameters are not stored
+        (bar a copy of the plain ones, for checks): :meth:`load_params` on an
+        estimator constructed with the same parameters restores the state.
+        Unlike pickle, such a file is safe to load from an untrusted source.
+
+        Parameters
+        ----------
+        f : str, os.PathLike or file-like object
+            Where to write, with :func:`torch.save`.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+        >>> rng = np.random.RandomState(0)
+        >>> X, y = rng.rand(300, 4), rng.randint(3, size=300)
+        >>> clf = DiscrepancyAwareOnlineClassifier(random_state=0)
+        >>> clf = clf.partial_fit(X[:200], y[:200], classes=[0, 1, 2])
+        >>> path = os.path.join(tempfile.mkdtemp(), "checkpoint.pt")
+        >>> clf.save_params(path)
+        >>> restored = DiscrepancyAwareOnlineClassifier(random_state=0).load_params(path)
+        >>> restored.n_batches_seen_, restored.classes_
+        (2, array([0, 1, 2]))
+        >>> clf = clf.partial_fit(X[200:], y[200:])
+        >>> restored = restored.partial_fit(X[200:], y[200:])
+        >>> bool(np.allclose(clf.predict_proba(X), restored.predict_proba(X), atol=1e-6))
+        True
+        """
+        check_is_fitted(self)
+        torch.save(estimator_state(self), f)
+
+    def load_params(self, f):
+        """Restore the state saved by :meth:`save_params`; the stream continues.
+
+        Construct the estimator with the parameters of the saved one (fitted
+        or not), then load: the stream then continues exactly as it would
+        have without the interruption. The tensors are mapped to this
+        estimator's ``device``, so a model trained on CUDA loads on a
+        machine without CUDA when ``device`` is ``"auto"`` or ``"cpu"``.
+        Plain parameters (``lr``, ``threshold``, ...) that differ from the
+        saved ones raise a warning and are in force, as after
+        ``set_params``.
+
+        Parameters
+        ----------
+        f : str, os.PathLike or file-like object
+            A file written by :meth:`save_params`; read with
+            ``torch.load(f, weights_only=True)``, which runs no code from it.
+
+        Returns
+        -------
+        self : DiscrepancyAwareOnlineClassifier
+            The restored estimator.
+
+        Raises
+        ------
+        ValueError
+            When the file is not a checkpoint of this class, or does not
+            match the estimator: another architecture, threshold policy, or,
+            for a fitted estimator, other classes or number of features. The
+            estimator is then left as it was.
+
+        Examples
+        --------
+        >>> import io
+        >>> import numpy as np
+        >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+        >>> rng = np.random.RandomState(0)
+        >>> X, y = rng.rand(100, 4), rng.choice(["cat", "dog"], size=100)
+        >>> buffer = io.BytesIO()
+        >>> DiscrepancyAwareOnlineClassifier(random_state=0).fit(X, y).save_params(buffer)
+        >>> _ = buffer.seek(0)
+        >>> DiscrepancyAwareOnlineClassifier().load_params(buffer).classes_
+        array(['cat', 'dog'], dtype='<U3')
+        """
+        self._validate_params()
+        device = self._resolve_device()
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"This estimator has device={self.device!r}, but CUDA is not "
+                "available. Construct it with device='auto' or 'cpu' to load "
+                "the checkpoint on the CPU."
+            )
+        source = (f"The file {os.fspath(f)!r}" if isinstance(f, (str, os.PathLike))
+                  else "The checkpoint")
+        try:
+            payload = torch.load(f, map_location=device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError) as exc:
+            raise ValueError(
+                f"{source} is not a checkpoint written by save_params: "
+                f"torch.load(weights_only=True) refused it ({exc}). A pickle or "
+                "joblib file of the estimator loads with pickle.load or "
+                "joblib.load, which run code from the file: use them only on "
+                "files you trust."
+            ) from exc
+        return load_estimator_state(self, payload, source)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        net = self.__dict__.get("net_")
+        if net is not None and "device_" in self.__dict__:
+            # skorch maps a net pickled on CUDA to the CPU when CUDA is missing.
+            self.device_ = torch.device(net.device)
+
+    # ------------------------------------------------------------- predict
+
+    @property
+    def module_(self):
+        """torch.nn.Module: the trained network (``net_.module_``)."""
+        check_is_fitted(self)
+        return self.net_.module_
+
+    @property
+    def snapshots_(self):
+        """list of dict: the weight snapshots, oldest first."""
+        check_is_fitted(self)
+        return self.net_.snapshots_.snapshots
+
+    @property
+    def threshold_(self):
+        """float: the threshold in force (``inf`` during the warm-up)."""
+        check_is_fitted(self)
+        return float(self.net_.threshold_policy_.current())
+
+    def _forward(self, X):
+        """Eval-mode logits for a float32 array, in chunks of ``batch_size``."""
+        module = self.net_.module_
+        with torch.no_grad(), eval_mode(module):
+            Xt = torch.as_tensor(X, device=self.device_)
+            chunks = [module(chunk) for chunk in Xt.split(max(self.batch_size, 1024))]
+        return torch.cat(chunks)
+
+    def _validated_input(self, X):
+        check_is_fitted(self)
+        # torch warns about read-only arrays, which pandas may hand out.
+        return validate_data(self, X, dtype=np.float32, force_writeable=True, reset=False)
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Softmax of the logits, in float64.
+        """
+        logits = self._forward(self._validated_input(X))
+        return torch.softmax(logits.double(), dim=1).cpu().numpy()
+
+    def predict(self, X):
+        """Most probable class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        logits = self._forward(self._validated_input(X))
+        return self.classes_[logits.argmax(dim=1).cpu().numpy()]
+
+    def memorization_discrepancy(self, X, reference=None):
+        """Per-sample discrepancy against the snapshots, without training.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        reference : {"oldest", "newest", "mean", "max", "all"}, default=None
+            Overrides the estimator's ``reference``.
+
+        Returns
+        -------
+        discrepancy : ndarray of shape (n_samples,) or (n_samples, n_snapshots)
+            ``KL(p_snapshot || p_current)`` in float64; one column per
+            snapshot (oldest first) with ``reference="all"``.
+        """
+        X = self._validated_input(X)
+        reference = reference or self.reference
+        if reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}.")
+        Xt = torch.as_tensor(X, device=self.device_)
+        chunks = [
+            self.net_.discrepancy(chunk, reference=reference, dtype=torch.float64)
+            for chunk in Xt.split(max(self.batch_size, 1024))
+        ]
+        return torch.cat(chunks).double().cpu().numpy()

@@ -1,0 +1,342 @@
+"""The fast paths give what the straightforward code gives, and stay on the device.
+
+CPU tests check each shortcut taken for speed against the plain
+computation it replaces, and count host synchronisation points by wrapping
+the tensor methods that force one. Tests marked ``gpu`` repeat the
+device-specific checks on CUDA and are skipped without it.
+"""
+
+import collections
+import copy
+import math
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
+from dsc_sklearn.defence.discrepancy import memorization_discrepancy
+from dsc_sklearn._torch import call_with_state, eval_mode, set_mode
+from dsc_sklearn.defence.history import SnapshotBuffer
+from dsc_sklearn.defence.modules import MLP, SmallCNN
+from dsc_sklearn.defence.thresholds import AutoThreshold, FixedThreshold, ScheduleThreshold
+
+CLASSES = np.arange(10)
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_stream_dataset("digits", random_state=0)
+
+
+# ------------------------------------------------------------ AutoThreshold
+
+def _random_batches(rng, n_batches, sizes):
+    batches = []
+    for size in rng.choice(sizes, n_batches):
+        values = torch.from_numpy(rng.lognormal(0.0, 3.0, size=size).astype(np.float32))
+        if rng.random() < 0.05:
+            values[rng.integers(size)] = math.nan
+        if rng.random() < 0.05:
+            values[rng.integers(size)] = math.inf
+        if rng.random() < 0.1:
+            values = torch.zeros(size)
+        batches.append(values)
+    return batches
+
+
+@pytest.mark.parametrize("quantile", [0.0, 0.5, 0.9, 0.99, 0.995, 1.0, 0.123])
+@pytest.mark.parametrize("sizes", [[256], [1, 7, 100, 333]])
+def test_auto_threshold_is_torch_quantile_of_the_window_bit_for_bit(quantile, sizes):
+    rng = np.random.default_rng(int(quantile * 1000) + len(sizes))
+    policy = AutoThreshold(quantile=quantile, window=7, warmup=0)
+    window = collections.deque(maxlen=7)
+    for i, batch in enumerate(_random_batches(rng, 30, sizes)):
+        if i % 9 == 4:
+            policy = pickle.loads(pickle.dumps(policy))  # the cache does not travel
+        if i % 9 == 7:
+            policy = copy.deepcopy(policy)
+        policy.update(batch, batch > 1e30)
+        window.append(batch)
+        expected = torch.quantile(torch.cat(tuple(window)), quantile)
+        value = policy.current()
+        assert value.dtype == expected.dtype and value.shape == expected.shape
+        assert torch.equal(value, expected) or (value.isnan() and expected.isnan())
+
+
+def test_auto_threshold_keeps_torch_quantile_errors():
+    policy = AutoThreshold(quantile=1.5, warmup=0)
+    with pytest.raises(RuntimeError, match="q must be in the range"):
+        policy.update(torch.rand(10), torch.zeros(10, dtype=torch.bool))
+
+
+def test_policies_hold_no_cache_in_their_state():
+    # Checkpoints save a policy's vars(); the fast paths must not add to them.
+    auto = AutoThreshold(warmup=1)
+    fixed, schedule = FixedThreshold(0.5), ScheduleThreshold(lambda step: 0.1 * step)
+    before = {id(p): set(vars(p)) for p in (auto, fixed, schedule)}
+    for policy in (auto, fixed, schedule):
+        for _ in range(3):
+            statistic = torch.rand(50)
+            policy.update(statistic, policy.flag(statistic))
+            policy.current("cpu")
+        assert set(vars(policy)) == before[id(policy)]
+
+
+def test_constant_thresholds_are_built_once_per_value():
+    fixed = FixedThreshold(0.25)
+    assert fixed.current("cpu") is fixed.current("cpu")
+    assert fixed.current("cpu").item() == 0.25
+    schedule = ScheduleThreshold(lambda step: 0.5 + step)
+    first = schedule.current()
+    schedule.update(torch.rand(3), torch.zeros(3, dtype=torch.bool))
+    assert first.item() == 0.5 and schedule.current().item() == 1.5
+
+
+# ------------------------------------------------------- module evaluation
+
+class _Counter(nn.Module):
+    """A linear layer whose forward pass replaces a buffer, as BatchNorm does."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, X):
+        self.calls = self.calls + 1
+        return self.linear(X)
+
+
+def _state(module, scale=1.0):
+    torch.manual_seed(3)
+    return {name: (tensor + scale * torch.rand_like(tensor)).detach()
+            if tensor.is_floating_point() else tensor.clone()
+            for name, tensor in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("make_module", [
+    lambda: MLP(3, 2, hidden_layer_sizes=(4,)),
+    lambda: SmallCNN(16, 2, channels=(2, 3)),
+    lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).eval(),
+    _Counter,
+])
+def test_call_with_state_matches_functional_call(make_module):
+    torch.manual_seed(0)
+    module = make_module()
+    n_features = 16 if isinstance(module, SmallCNN) else 3
+    X = torch.randn(5, n_features)
+    own = {name: tensor.clone() for name, tensor in module.state_dict().items()}
+    state, expected_state = _state(module), _state(module)
+    with torch.no_grad():
+        result = call_with_state(module, state, X)
+        expected = functional_call(module, expected_state, (X,))
+    assert torch.equal(result, expected)
+    assert state.keys() == expected_state.keys()
+    for name in state:  # the same write-back of replaced tensors
+        assert torch.equal(state[name], expected_state[name]), name
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(tensor, own[name]), name
+    assert all(isinstance(p, nn.Parameter) for p in module.parameters())
+
+
+def test_call_with_state_restores_the_module_when_forward_fails():
+    module = nn.Linear(3, 2)
+    weight = module.weight
+    with pytest.raises(RuntimeError):
+        call_with_state(module, _state(module), torch.randn(4, 5))
+    assert module.weight is weight
+
+
+class _FrozenDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dropout = nn.Dropout(0.5)
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.dropout.train(False)
+        return self
+
+
+@pytest.mark.parametrize("make_module", [
+    lambda: MLP(3, 2),
+    lambda: nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Dropout(), nn.BatchNorm1d(2))),
+    _FrozenDropout,
+])
+@pytest.mark.parametrize("mode", [True, False])
+def test_set_mode_matches_module_train(make_module, mode):
+    module, expected = make_module(), make_module()
+    for m in (module, expected):
+        next(iter(m.modules())).training = not mode
+        list(m.modules())[-1].training = not mode
+    set_mode(module, mode)
+    expected.train(mode)
+    assert [m.training for m in module.modules()] == [m.training for m in expected.modules()]
+    with eval_mode(module):
+        assert not any(m.training for m in module.modules())
+    assert module.training is mode
+
+
+# ------------------------------------------------------------ discrepancy
+
+@pytest.mark.parametrize("n_samples, n_classes", [(64, 10), (300, 3), (1000, 16)])
+def test_discrepancy_of_many_samples_matches_float64(n_samples, n_classes):
+    torch.manual_seed(n_classes)
+    reference = torch.randn(3, n_samples, n_classes) * 4
+    current = torch.randn(n_samples, n_classes) * 4
+    result = memorization_discrepancy(reference, current)
+    expected = memorization_discrepancy(reference.double(), current.double())
+    assert result.shape == (3, n_samples) and result.dtype == torch.float32
+    torch.testing.assert_close(result.double(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(memorization_discrepancy(current, current), torch.zeros(n_samples))
+    for i in range(3):
+        assert torch.equal(result[i], memorization_discrepancy(reference[i], current))
+
+
+# -------------------------------------------------------------- estimator
+
+def test_integer_labels_take_the_fast_encoding(digits):
+    X, y = digits.X_train[:60], digits.y_train[:60]
+    clf = DiscrepancyAwareOnlineClassifier(random_state=0).partial_fit(X, y, classes=CLASSES)
+    assert np.array_equal(clf._encode(y.astype(np.int32)), y)
+    with pytest.raises(ValueError, match=r"labels \[10, 12\] that are not"):
+        clf.partial_fit(X[:3], np.array([12, 3, 10]))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        clf.partial_fit(X[:3], np.array([0.5, 1.0, 2.0]))
+
+
+@pytest.fixture
+def host_syncs(monkeypatch):
+    """Count calls of the tensor methods that copy a value to the host."""
+    counts = collections.Counter()
+    for name in ("item", "tolist", "cpu", "__bool__", "__float__", "__int__", "nonzero"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _name=name, _original=original, **kwargs):
+            counts[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return counts
+
+
+#: (parameters, decisions per batch): which rows the gate flagged (or, for
+#: "drop", kept), and which are still flagged after each correction step
+#: but the last.
+SYNC_CASES = [
+    (dict(correction="none"), 0),
+    (dict(threshold=1e9), 1),
+    (dict(threshold=1e9, reference="mean", loss_threshold=1e9), 1),
+    (dict(correction="drop", threshold=1e9), 1),
+    (dict(correction="drop", threshold=0.0), 1),
+    (dict(threshold=0.0, max_correction_steps=2), 2),
+    (dict(threshold="auto", correction="descent", max_correction_steps=2), 0),
+    (dict(correction="adversarial", max_correction_steps=2), 0),
+]
+
+
+@pytest.mark.parametrize("params, per_batch", SYNC_CASES)
+def test_host_syncs_per_batch_are_the_decisions_only(digits, host_syncs, params, per_batch):
+    X, y = digits.X_train, digits.y_train
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=20, random_state=0, **params)
+    clf.partial_fit(X[:20], y[:20], classes=CLASSES)
+    for n_batches in (2, 6):
+        host_syncs.clear()
+        clf.partial_fit(X[:20 * n_batches], y[:20 * n_batches])
+        decisions = host_syncs["__bool__"] + host_syncs["nonzero"]
+        assert decisions == per_batch * n_batches, host_syncs
+        assert host_syncs["cpu"] == 1  # the log and the flags, once per call
+        for name in ("item", "tolist", "__float__", "__int__"):
+            assert host_syncs[name] == 0, (name, host_syncs)
+    assert len(clf.stream_log_) == 9 and clf.last_flagged_.shape == (120,)
+
+
+# -------------------------------------------------------------------- GPU
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("params", [
+    dict(correction="none"),
+    dict(),
+    dict(threshold=0.0, reference="mean", history_size=3, snapshot_every=2),
+    dict(threshold=0.0, granularity="batch", loss_threshold="auto"),
+    dict(threshold=0.0, correction="drop"),
+    dict(correction="descent", max_correction_steps=2, clip_value=0.1),
+    dict(correction="adversarial", max_correction_steps=2, input_bounds=(0.0, 1.0)),
+    dict(threshold=lambda step: 0.01 * step, module=SmallCNN),
+])
+def test_cuda_every_defence_trains_and_stays_on_the_device(digits, params):
+    clf = DiscrepancyAwareOnlineClassifier(device="cuda", batch_size=50, random_state=0,
+                                           **params)
+    for start in range(0, 600, 200):
+        clf.partial_fit(digits.X_train[start:start + 200], digits.y_train[start:start + 200],
+                        classes=CLASSES)
+    net = clf.net_
+    assert all(p.is_cuda for p in clf.module_.parameters())
+    assert all(t.is_cuda for s in clf.snapshots_ for t in s.values())
+    assert net.threshold_policy_.current(clf.device_).is_cuda
+    assert len(clf.stream_log_) == 12 and np.isfinite(clf.stream_log_[-1]["loss"])
+    assert clf.last_flagged_.dtype == bool and clf.last_flagged_.shape == (200,)
+    X = torch.as_tensor(digits.X_test[:64], device="cuda")
+    assert net.discrepancy(X).is_cuda
+    assert clf.predict_proba(digits.X_test).shape == (len(digits.X_test), 10)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("params, per_batch", SYNC_CASES)
+def test_cuda_synchronises_only_for_the_decisions(digits, params, per_batch):
+    X, y = digits.X_train, digits.y_train
+    clf = DiscrepancyAwareOnlineClassifier(device="cuda", batch_size=20, random_state=0,
+                                           **params)
+    clf.partial_fit(X[:40], y[:40], classes=CLASSES)
+    counts = []
+    for n_batches in (2, 6):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                clf.partial_fit(X[:20 * n_batches], y[:20 * n_batches])
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    # The per-call copies (inputs in, log out) cancel in the difference.
+    assert counts[1] - counts[0] == 4 * per_batch, counts
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_fast_paths_match_the_plain_computations():
+    torch.manual_seed(0)
+    window = collections.deque(maxlen=5)
+    policy = AutoThreshold(warmup=0, window=5)
+    for _ in range(8):
+        batch = torch.rand(300, device="cuda") ** 3
+        policy.update(batch, batch > 2)
+        window.append(batch)
+        assert torch.equal(policy.current("cuda"), torch.quantile(torch.cat(tuple(window)), 0.99))
+    module = MLP(64, 10).cuda()
+    buffer = SnapshotBuffer(history_size=3, snapshot_every=1)
+    for _ in range(3):
+        buffer.snapshot(module)
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    X = torch.rand(100, 64, device="cuda")
+    for reference in ("oldest", "all"):
+        logits = buffer.reference_logits(module, X, reference)
+        states = buffer.snapshots[:1] if reference == "oldest" else buffer.snapshots
+        with torch.no_grad():
+            expected = torch.stack([functional_call(module, s, (X,)) for s in states])
+        torch.testing.assert_close(logits, expected)
+    current = module(X).detach()
+    torch.testing.assert_close(memorization_discrepancy(logits, current).cpu(),
+                               memorization_discrepancy(logits.cpu(), current.cpu()),
+                               rtol=1e-4, atol=1e-6)
