@@ -52,13 +52,6 @@ BENCHMARKS = {
 # Attacks that run only against plain training, as baselines of the attack.
 _ST_BASELINE_ATTACKS = ("noise", "trigger_only")
 _MLP_WIDTHS = (128, 128)
-_REPORTED = (
-    "accuracy_burn_in", "accuracy_accumulative", "accuracy_trigger", "accuracy_clean",
-    "n_accumulative_steps", "flagged_fraction_clean", "flagged_fraction_poison",
-    "flagged_fraction_trigger",
-    "auc_discrepancy_sample", "auc_discrepancy_batch", "auc_loss_sample",
-    "auc_loss_batch", "wall_time",
-)
 
 
 def make_defence(defence, benchmark, params=None):
@@ -97,35 +90,36 @@ def make_defence(defence, benchmark, params=None):
     )
 
 
-def _run_one(benchmark, defence, params, attack, seed, stream, protocol_params):
-    dataset = BENCHMARKS[benchmark][0]
-    data = load_stream_dataset(dataset, random_state=seed)
-    result = run_stream_protocol(
-        make_defence(defence, benchmark, params), data, attack=attack, stream=stream,
-        random_state=seed, **protocol_params,
-    )
+# Protocol parameters that the drift protocol shares; ``max_steps`` is its ``n_steps``.
+_DRIFT_PARAMS = ("burn_in_fraction", "burn_in_epochs", "defence_warmup", "batch_size")
+
+
+def _run(benchmark, defence, params, attack, seed, stream, protocol_params):
+    """One protocol run as a JSON-serialisable record.
+
+    ``attack`` is an attack of the stream protocol, or ``"drift-<kind>"``
+    for a benign-drift run.
+    """
+    data = load_stream_dataset(BENCHMARKS[benchmark][0], random_state=seed)
+    estimator = make_defence(defence, benchmark, params)
+    if attack.startswith("drift-"):
+        result = run_drift_protocol(
+            estimator, data, kind=attack[len("drift-"):], stream=stream, random_state=seed,
+            n_steps=protocol_params.get("max_steps", 40),
+            **{key: value for key, value in protocol_params.items() if key in _DRIFT_PARAMS},
+        )
+    else:
+        result = run_stream_protocol(estimator, data, attack=attack, stream=stream,
+                                     random_state=seed, **protocol_params)
     record = {"benchmark": benchmark, "defence": defence, "attack": attack, "seed": seed,
               "stream": stream}
-    record.update({key: _plain(result[key]) for key in _REPORTED})
-    record["accuracy_curve"] = result.accuracy_curve.tolist()
-    record["discrepancy_clean"] = result.discrepancy_clean.tolist()
-    record["discrepancy_poison"] = result.discrepancy_poison.tolist()
-    record["detection"] = result.detection
-    return record
-
-
-def _run_drift(benchmark, defence, params, kind, seed, stream, protocol_params):
-    dataset = BENCHMARKS[benchmark][0]
-    data = load_stream_dataset(dataset, random_state=seed)
-    allowed = ("burn_in_fraction", "burn_in_epochs", "defence_warmup", "batch_size")
-    result = run_drift_protocol(
-        make_defence(defence, benchmark, params), data, kind=kind, stream=stream,
-        random_state=seed, n_steps=protocol_params.get("max_steps", 40),
-        **{key: value for key, value in protocol_params.items() if key in allowed},
-    )
-    record = {"benchmark": benchmark, "defence": defence, "attack": f"drift-{kind}",
-              "seed": seed, "stream": stream}
-    record.update({key: _plain(value) for key, value in result.items()})
+    for key, value in result.items():
+        if isinstance(value, np.ndarray):
+            record[key] = value.tolist()
+        elif isinstance(value, dict):  # the detection report, already plain
+            record[key] = value
+        else:
+            record[key] = _plain(value)
     return record
 
 
@@ -178,20 +172,20 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
     for name in benchmarks:
         make_defence("ST", name)
     jobs = [
-        (_run_one, benchmark, defence, params, attack, seed)
+        (benchmark, defence, params, attack, seed)
         for benchmark in benchmarks
         for defence, params in defences.items()
         for attack in ("accumulative",) + (_ST_BASELINE_ATTACKS if defence == "ST" else ())
         for seed in seeds
     ] + [
-        (_run_drift, benchmark, defence, params, kind, seed)
+        (benchmark, defence, params, f"drift-{kind}", seed)
         for benchmark in benchmarks
         for defence, params in defences.items()
         for kind in drifts
         for seed in seeds
     ]
     runs = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(run)(*job, stream, protocol_params) for run, *job in jobs
+        delayed(_run)(*job, stream, protocol_params) for job in jobs
     )
     return list(tqdm(runs, total=len(jobs), desc="benchmark", disable=not progress))
 

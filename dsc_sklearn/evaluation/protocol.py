@@ -112,18 +112,19 @@ def _ratio(numerator, denominator):
     return float(numerator) / denominator if denominator else float("nan")
 
 
+def _check_attack(attack):
+    if isinstance(attack, str) and attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {ATTACKS} or an attack object; got {attack!r}.")
+
+
 def _make_attack(attack, epsilon, input_bounds, random_state):
+    _check_attack(attack)
     if not isinstance(attack, str):
         return attack
-    if attack in ("accumulative", "trigger_only"):
-        return AccumulativePoisoningAttack(epsilon=epsilon, input_bounds=input_bounds,
-                                           random_state=random_state)
-    if attack == "noise":
-        return UniformNoiseAttack(epsilon=epsilon, input_bounds=input_bounds,
-                                  random_state=random_state)
     if attack == "none":
         return None
-    raise ValueError(f"attack must be one of {ATTACKS} or an attack object; got {attack!r}.")
+    attack_class = UniformNoiseAttack if attack == "noise" else AccumulativePoisoningAttack
+    return attack_class(epsilon=epsilon, input_bounds=input_bounds, random_state=random_state)
 
 
 # Parameters switched off during burn-in, which is plain training for all defences.
@@ -177,6 +178,41 @@ def _burn_in(estimator, split, classes, n_epochs, batch_size, seed, defend=True)
     # clean steps), a protocol artefact rather than a property of the defence.
     model.net_.initialize_optimizer()
     return model
+
+
+def _start_online_phase(estimator, data, rng, *, stream, burn_in_fraction, burn_in_epochs,
+                        defence_warmup, n_steps, batch_size, validation="heldout",
+                        plain_twin=False):
+    """The protocols' common start: split, burn-in, switch-over and warm-up.
+
+    Draws the run's seed and the split from ``rng``, burns in a copy of
+    ``estimator`` (and, with ``plain_twin``, a copy that stays on plain
+    training), draws ``defence_warmup + n_steps`` stream batches and feeds
+    the first ``defence_warmup`` of them to every model.
+
+    Returns
+    -------
+    start : Bunch
+        ``seed``, ``split`` (see :func:`_split_data`), ``models`` (the
+        defended model, then the plain twin if asked for), ``batches`` (the
+        ``n_steps`` online batches after the warm-up) and
+        ``accuracy_burn_in`` (the defended model's test accuracy after the
+        warm-up).
+    """
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    split = _split_data(data, stream, burn_in_fraction, validation, rng)
+    classes = np.arange(data.n_classes)
+    models = [_burn_in(estimator, split, classes, burn_in_epochs, batch_size, seed)]
+    if plain_twin:
+        models.append(_burn_in(estimator, split, classes, burn_in_epochs, batch_size, seed,
+                               defend=False))
+    batches = _stream_batches(split.X_stream, split.y_stream, batch_size,
+                              defence_warmup + n_steps, rng)
+    for X_batch, y_batch in batches[:defence_warmup]:
+        for model in models:
+            model.partial_fit(X_batch, y_batch)
+    return Bunch(seed=seed, split=split, models=models, batches=batches[defence_warmup:],
+                 accuracy_burn_in=models[0].score(data.X_test, data.y_test))
 
 
 def _stream_batches(X, y, batch_size, n_batches, rng):
@@ -298,80 +334,100 @@ def run_stream_protocol(
     4
     """
     started = time.perf_counter()
-    rng = check_random_state(random_state)
-    seed = int(rng.randint(np.iinfo(np.int32).max))
-    split = _split_data(data, stream, burn_in_fraction, validation, rng)
-    attacker = _make_attack(attack, epsilon, data.input_bounds, seed)
-    classes = np.arange(data.n_classes)
-
-    victim = _burn_in(estimator, split, classes, burn_in_epochs, batch_size, seed)
-    batches = _stream_batches(split.X_stream, split.y_stream, batch_size,
-                              defence_warmup + max_steps, rng)
-    for X_clean, y_batch in batches[:defence_warmup]:
-        victim.partial_fit(X_clean, y_batch)
-    batches = batches[defence_warmup:]
-    accuracy_burn_in = victim.score(data.X_test, data.y_test)
-    twin = copy.deepcopy(victim)
-
-    poisons_stream = attack in ("accumulative", "noise") or (
-        not isinstance(attack, str) and hasattr(attacker, "poison_batch"))
-    poisons_trigger = attack in ("accumulative", "trigger_only") or not isinstance(attack, str)
-    X_trigger = split.X_trigger
-    if poisons_trigger and attacker is not None:
-        X_trigger = attacker.craft_trigger(victim, split.X_trigger, split.y_trigger,
-                                           split.X_target, split.y_target)
-
-    log = Bunch(curve=[], d_clean=[], d_poison=[], loss_clean=[], loss_poison=[],
-                is_poison=[], flagged=[])
-    n_steps = 0
-    for X_clean, y_batch in batches:
-        if attack == "noise":
-            X_fed, is_poison = attacker.poison_batch(victim, X_clean, y_batch)
-        elif poisons_stream:  # accumulative, or a custom attack object
-            X_fed, is_poison = attacker.poison_batch(
-                victim, X_clean, y_batch, X_trigger, split.y_trigger,
-                split.X_target, split.y_target)
-        else:
-            X_fed, is_poison = X_clean, np.zeros(len(X_clean), dtype=bool)
-        _record_detection(log, victim, X_clean, X_fed, y_batch, is_poison)
-        victim.partial_fit(X_fed, y_batch)
-        log.is_poison.append(is_poison)
-        log.flagged.append(victim.last_flagged_)
-        n_steps += 1
-        accuracy = victim.score(data.X_test, data.y_test)
-        log.curve.append(accuracy)
-        if (poisons_stream and stealth_slack is not None
-                and accuracy < accuracy_burn_in - stealth_slack):
-            break
-    accuracy_accumulative = log.curve[-1] if log.curve else accuracy_burn_in
-
-    if poisons_trigger and attacker is not None and trigger == "recraft":
-        X_trigger = attacker.craft_trigger(victim, split.X_trigger, split.y_trigger,
-                                           split.X_target, split.y_target)
-    elif trigger not in ("recraft", "fixed"):
+    _check_attack(attack)  # before the burn-in, not after it
+    if trigger not in ("recraft", "fixed"):
         raise ValueError(f"trigger must be 'recraft' or 'fixed'; got {trigger!r}.")
-    victim.partial_fit(X_trigger, split.y_trigger)
+    start = _start_online_phase(
+        estimator, data, check_random_state(random_state), stream=stream,
+        burn_in_fraction=burn_in_fraction, burn_in_epochs=burn_in_epochs,
+        defence_warmup=defence_warmup, n_steps=max_steps, batch_size=batch_size,
+        validation=validation)
+    victim, = start.models
+    twin = copy.deepcopy(victim)
+    threat = _Threat(attack, epsilon, data, start)
+
+    X_trigger = threat.trigger(victim)
+    log = _accumulative_phase(victim, threat, X_trigger, start, data, stealth_slack)
+    n_steps = len(log.curve)
+    accuracy_accumulative = log.curve[-1] if log.curve else start.accuracy_burn_in
+    if trigger == "recraft":
+        X_trigger = threat.trigger(victim)
+    victim.partial_fit(X_trigger, start.split.y_trigger)
     flagged_fraction_trigger = float(victim.last_flagged_.mean())
     accuracy_trigger = victim.score(data.X_test, data.y_test)
     log.curve.append(accuracy_trigger)
 
-    n_clean_flagged = n_clean_seen = 0
-    for X_clean, y_batch in batches:
-        twin.partial_fit(X_clean, y_batch)
-        n_clean_flagged += int(twin.last_flagged_.sum())
-        n_clean_seen += len(X_clean)
-    twin.partial_fit(split.X_trigger, split.y_trigger)
-
+    flagged_fraction_clean = _clean_twin(twin, start)
     return _summarise(log, Bunch(
-        accuracy_burn_in=accuracy_burn_in,
+        accuracy_burn_in=start.accuracy_burn_in,
         accuracy_accumulative=accuracy_accumulative,
         accuracy_trigger=accuracy_trigger,
         accuracy_clean=twin.score(data.X_test, data.y_test),
         n_accumulative_steps=n_steps,
-        flagged_fraction_clean=_ratio(n_clean_flagged, n_clean_seen),
+        flagged_fraction_clean=flagged_fraction_clean,
         flagged_fraction_trigger=flagged_fraction_trigger,
         started=started,
     ))
+
+
+class _Threat:
+    """What the attack of a stream run does to the trigger and to each batch."""
+
+    def __init__(self, attack, epsilon, data, start):
+        self.attacker = _make_attack(attack, epsilon, data.input_bounds, start.seed)
+        self.split = start.split
+        custom = not isinstance(attack, str)
+        self.noise = attack == "noise"
+        self.poisons_stream = attack in ("accumulative", "noise") or (
+            custom and hasattr(self.attacker, "poison_batch"))
+        self.poisons_trigger = attack in ("accumulative", "trigger_only") or custom
+
+    def trigger(self, victim):
+        """The trigger batch to feed: crafted on ``victim``, or the clean one."""
+        split = self.split
+        if not self.poisons_trigger:
+            return split.X_trigger
+        return self.attacker.craft_trigger(victim, split.X_trigger, split.y_trigger,
+                                           split.X_target, split.y_target)
+
+    def poison(self, victim, X_clean, y_batch, X_trigger):
+        """The batch to feed instead of ``X_clean`` and which of its rows are poisoned."""
+        if self.noise:
+            return self.attacker.poison_batch(victim, X_clean, y_batch)
+        if self.poisons_stream:  # accumulative, or a custom attack object
+            split = self.split
+            return self.attacker.poison_batch(victim, X_clean, y_batch, X_trigger,
+                                              split.y_trigger, split.X_target, split.y_target)
+        return X_clean, np.zeros(len(X_clean), dtype=bool)
+
+
+def _accumulative_phase(victim, threat, X_trigger, start, data, stealth_slack):
+    """Feed the (poisoned) online batches until the stealth stop; log what is seen."""
+    log = Bunch(curve=[], d_clean=[], d_poison=[], loss_clean=[], loss_poison=[],
+                is_poison=[], flagged=[])
+    for X_clean, y_batch in start.batches:
+        X_fed, is_poison = threat.poison(victim, X_clean, y_batch, X_trigger)
+        _record_detection(log, victim, X_clean, X_fed, y_batch, is_poison)
+        victim.partial_fit(X_fed, y_batch)
+        log.is_poison.append(is_poison)
+        log.flagged.append(victim.last_flagged_)
+        accuracy = victim.score(data.X_test, data.y_test)
+        log.curve.append(accuracy)
+        if (threat.poisons_stream and stealth_slack is not None
+                and accuracy < start.accuracy_burn_in - stealth_slack):
+            break
+    return log
+
+
+def _clean_twin(twin, start):
+    """Every online batch and the trigger, clean; the share of samples flagged."""
+    n_flagged = n_seen = 0
+    for X_clean, y_batch in start.batches:
+        twin.partial_fit(X_clean, y_batch)
+        n_flagged += int(twin.last_flagged_.sum())
+        n_seen += len(X_clean)
+    twin.partial_fit(start.split.X_trigger, start.split.y_trigger)
+    return _ratio(n_flagged, n_seen)
 
 
 def _record_detection(log, victim, X_clean, X_fed, y_batch, is_poison):
@@ -530,20 +586,14 @@ def run_drift_protocol(
         raise ValueError(f"kind must be one of {tuple(DRIFTS)}; got {kind!r}.")
     strength = DRIFTS[kind] if strength is None else strength
     rng = check_random_state(random_state)
-    seed = int(rng.randint(np.iinfo(np.int32).max))
-    split = _split_data(data, stream, burn_in_fraction, "heldout", rng)
-    classes = np.arange(data.n_classes)
-    defended = _burn_in(estimator, split, classes, burn_in_epochs, batch_size, seed)
-    plain = _burn_in(estimator, split, classes, burn_in_epochs, batch_size, seed, defend=False)
-    batches = _stream_batches(split.X_stream, split.y_stream, batch_size,
-                              defence_warmup + n_steps, rng)
-    for X_batch, y_batch in batches[:defence_warmup]:
-        defended.partial_fit(X_batch, y_batch)
-        plain.partial_fit(X_batch, y_batch)
-    accuracy_burn_in = defended.score(data.X_test, data.y_test)
+    start = _start_online_phase(
+        estimator, data, rng, stream=stream, burn_in_fraction=burn_in_fraction,
+        burn_in_epochs=burn_in_epochs, defence_warmup=defence_warmup, n_steps=n_steps,
+        batch_size=batch_size, plain_twin=True)
+    defended, plain = start.models
     drift = dict(image_shape=data.image_shape, input_bounds=data.input_bounds)
     n_flagged = n_seen = 0
-    for step, (X_batch, y_batch) in enumerate(batches[defence_warmup:], start=1):
+    for step, (X_batch, y_batch) in enumerate(start.batches, start=1):
         X_drifted = apply_drift(X_batch, kind, strength * step / n_steps,
                                 random_state=rng, **drift)
         defended.partial_fit(X_drifted, y_batch)
@@ -554,7 +604,7 @@ def run_drift_protocol(
     accuracy_drift = defended.score(X_test, data.y_test)
     accuracy_plain = plain.score(X_test, data.y_test)
     return Bunch(
-        accuracy_burn_in=accuracy_burn_in,
+        accuracy_burn_in=start.accuracy_burn_in,
         accuracy_drift=accuracy_drift,
         accuracy_plain=accuracy_plain,
         accuracy_gap=accuracy_plain - accuracy_drift,
