@@ -156,6 +156,16 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         exceeds this threshold (same forms as ``threshold``, its own
         calibration); a unit is flagged when either gate fires. ``None``
         gates on the discrepancy alone.
+    step_guard : "auto", StepGuard or None, default=None
+        Bound what one optimizer step may do to what the model knows (this
+        library's extension of the method, see
+        :class:`~dsc_sklearn.defence.guards.StepGuard`): after each step,
+        the KL divergence between the model before and after the step on a
+        probe of rows it trained on; a step too large and harmful is pulled
+        back towards the weights before it. ``"auto"`` is ``StepGuard()``;
+        pass a configured ``StepGuard(...)`` to tune it (then
+        ``step_guard__margin`` and its other parameters are nested
+        parameters, e.g. for ``GridSearchCV``); ``None`` disables it.
     callbacks : list or None, default=None
         skorch callbacks for the net (instances, or ``(name, callback)``
         tuples), which then also gets skorch's default callbacks
@@ -194,6 +204,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         Training samples processed.
     n_flagged_ : int
         Samples flagged so far.
+    n_steps_scaled_ : int
+        Training steps the step guard pulled back (refused batches
+        included).
     last_flagged_ : ndarray of shape (n_samples,), dtype=bool
         Which rows of the last :meth:`partial_fit` call (or the last pass of
         :meth:`fit`) were flagged.
@@ -342,7 +355,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
     def _reset(self):
         for attribute in ("classes_", "net_", "device_", "n_batches_seen_",
-                          "n_samples_seen_", "n_flagged_", "stream_log_", "last_flagged_",
+                          "n_samples_seen_", "n_flagged_", "n_steps_scaled_", "stream_log_",
+                          "last_flagged_",
                           "n_features_in_", "feature_names_in_",
                           "_validated_live_params"):
             self.__dict__.pop(attribute, None)
@@ -431,7 +445,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         self.device_ = self._resolve_device()
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with _torch_seed(seed, self.device_):
-            self.net_ = self.net_class(
+            net = self.net_class(
                 module=self._build_module(),
                 criterion=torch.nn.CrossEntropyLoss,
                 optimizer=torch.optim.SGD,
@@ -445,11 +459,15 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 classes=list(range(len(self.classes_))),
                 lr=self.lr,
                 **{param.name: getattr(self, param.name) for param in DEFENCE_PARAMETERS},
-            ).initialize()
+            )
+            # The labels in encoded order, for a step guard's trusted probe.
+            net.labels_ = self.classes_
+            self.net_ = net.initialize()
         self._check_output_width(X)
         self.n_batches_seen_ = 0
         self.n_samples_seen_ = 0
         self.n_flagged_ = 0
+        self.n_steps_scaled_ = 0
         self.stream_log_ = deque(maxlen=MAX_LOG_RECORDS)
 
     def _live_params(self):
@@ -509,6 +527,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         self.n_samples_seen_ += n_samples
         n_flagged = int(values[:, LOG_FIELDS.index("n_flagged")].sum())
         self.n_flagged_ += n_flagged
+        self.n_steps_scaled_ += int((values[:, LOG_FIELDS.index("step_scale")] < 1).sum())
         if self.verbose:
             print(
                 f"[{type(self).__name__}] batches={self.n_batches_seen_} "

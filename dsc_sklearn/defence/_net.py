@@ -4,6 +4,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
 from torch import nn
@@ -34,6 +35,8 @@ LOG_FIELDS = (
     "threshold",
     "n_flagged",
     "n_correction_steps",
+    "step_discrepancy",
+    "step_scale",
 )
 
 # The statistic each threshold parameter's policy reads unless it names one.
@@ -50,6 +53,12 @@ def _same_value(old, new):
         return bool(old == new) or repr(old) == repr(new)
     except (TypeError, ValueError):
         return False
+
+
+def _configuration(value):
+    """The parameters of a configured object (``get_params``), else ``None``."""
+    get_params = getattr(value, "get_params", None)
+    return None if get_params is None or isinstance(value, type) else get_params(deep=False)
 
 
 def _union(masks):
@@ -95,6 +104,9 @@ class Step:
         Training-mode logits of ``X_train``; ``None`` when it is empty.
     loss : torch.Tensor
         The training loss (NaN when nothing was trained on).
+    step_discrepancy, step_scale : float
+        What the step guard measured and the scale it kept (NaN without a
+        guard or without a step).
     """
 
     X: torch.Tensor
@@ -111,6 +123,8 @@ class Step:
     n_correction_steps: int = 0
     train_logits: torch.Tensor = None
     loss: Any = None
+    step_discrepancy: float = math.nan
+    step_scale: float = math.nan
 
     def __post_init__(self):
         self.X_train, self.y_train = self.X, self.y
@@ -128,7 +142,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
        the batch into what the optimizer trains on;
     3. :meth:`optimizer_step`: the loss (:meth:`training_loss`), its
        gradient, optional L-infinity clipping (``clip_value``) and the
-       optimizer's step;
+       optimizer's step, watched by the step guard (``step_guard_``), which
+       may pull the step back;
     4. :meth:`snapshot`: a snapshot every ``snapshot_every`` training
        batches (a batch that ``"drop"`` emptied counts too, so a model that
        stopped learning is eventually compared with itself and recovers);
@@ -159,17 +174,51 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
     def initialize(self):
         """Initialise the skorch components, the buffer and the defence's parts."""
         super().initialize()
-        self.snapshots_ = SnapshotBuffer(self.history_size, self.snapshot_every)
-        self.snapshots_.snapshot(self.module_)
-        for param in DEFENCE_PARAMETERS:
-            if param.build is not None:
-                setattr(self, param.component, param.build(getattr(self, param.name)))
-        self.mode_invariant_ = is_mode_invariant(self.module_)
         self.generator_ = torch.Generator().manual_seed(
             int(torch.randint(2**31 - 1, (1,)))
         )
+        self.snapshots_ = SnapshotBuffer(self.history_size, self.snapshot_every)
+        self.snapshots_.snapshot(self.module_)
+        self._built_from_ = {}
+        for param in DEFENCE_PARAMETERS:
+            if param.build is not None:
+                self._build(param, getattr(self, param.name))
+        self.mode_invariant_ = is_mode_invariant(self.module_)
         self._register_device_state()
         return self
+
+    def _build(self, param, value):
+        """Build the component of a defence parameter; start it if it starts."""
+        component = param.build(value)
+        if hasattr(component, "start"):
+            component.start(self)
+        setattr(self, param.component, component)
+        # A configured object (a StepGuard) may change in place through the
+        # estimator's nested set_params: remember what it was built from.
+        self._built_from_[param.name] = _configuration(value)
+
+    def encode_labels(self, y):
+        """Encode labels as the training step sees them (``0 .. n_classes - 1``).
+
+        ``labels_``, set by the estimator, lists the labels in encoded
+        order; without it the labels are taken as encoded already.
+
+        Raises
+        ------
+        ValueError
+            When a label is unknown.
+        """
+        labels = getattr(self, "labels_", None)
+        y = np.asarray(y)
+        if labels is None:
+            return y.astype(np.int64)
+        encoded = np.searchsorted(labels, y).clip(0, len(labels) - 1)
+        if not np.array_equal(labels[encoded], y):
+            raise ValueError(
+                f"Labels {sorted(set(y.tolist()) - set(labels.tolist()))} are not among "
+                f"the classes {labels.tolist()}."
+            )
+        return encoded.astype(np.int64)
 
     def _register_device_state(self):
         """Pickle the defence state the way skorch pickles the module.
@@ -212,12 +261,13 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
                 for group in self.optimizer_.param_groups:
                     group[name] = value
                 continue
-            if _same_value(getattr(self, name), value):
+            param = by_name[name]
+            if (_same_value(getattr(self, name), value) and (
+                    param.build is None or self._built_from_[name] == _configuration(value))):
                 continue
             setattr(self, name, value)
-            param = by_name[name]
             if param.build is not None:
-                setattr(self, param.component, param.build(value))
+                self._build(param, value)
             elif param.adjust is not None:
                 param.adjust(self, value)
         return self
@@ -294,6 +344,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         if step.train_logits is None:
             step.loss = constant(step.y.device, math.nan, torch.get_default_dtype())
             return
+        guard = self.step_guard_
+        if guard is not None:
+            guard.before_step(self, step)
         self.optimizer_.zero_grad()
         loss = self.training_loss(step)
         loss.backward()
@@ -303,6 +356,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             )
         self.optimizer_.step()
         step.loss = loss.detach()
+        if guard is not None:
+            guard.after_step(self, step)
 
     def snapshot(self, step):
         """Count the training batch in the buffer's clock; snapshot when due."""
@@ -463,10 +518,15 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
     def _record_tensor(step):
         """The step's :data:`LOG_FIELDS` as one float32 tensor on the device."""
         loss = step.loss
+        guard = (step.step_discrepancy, step.step_scale)
+        if math.isnan(step.step_discrepancy) and math.isnan(step.step_scale):
+            guard = constant(loss.device, guard, torch.float32)
+        else:
+            guard = torch.tensor(guard, dtype=torch.float32).to(loss.device)
         if step.statistic is None:
             rest = (math.nan, math.nan, math.nan, 0.0, float(step.n_correction_steps))
             return torch.cat((loss.reshape(1).to(torch.float32),
-                              constant(loss.device, rest, torch.float32)))
+                              constant(loss.device, rest, torch.float32), guard))
         # torch.stack promotes the dtypes, so one conversion suffices.
         values = (
             loss,
@@ -476,4 +536,4 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             step.flagged.sum(),
             constant(loss.device, float(step.n_correction_steps), torch.float32),
         )
-        return torch.stack(values).to(torch.float32)
+        return torch.cat((torch.stack(values).to(torch.float32), guard))

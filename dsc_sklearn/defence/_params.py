@@ -31,6 +31,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .correction import CORRECTIONS, make_correction
 from .discrepancy import REFERENCES
+from .guards import StepGuard, make_step_guard
 from .thresholds import ThresholdPolicy, make_threshold
 
 __all__ = [
@@ -102,6 +103,8 @@ PARAMETERS = (
     Parameter("input_bounds", None, (None, tuple, list)),
     Parameter("loss_threshold", None, (None,) + _THRESHOLD,
               component="loss_threshold_policy_", build=_optional_threshold, stateful=True),
+    Parameter("step_guard", None, (None, StrOptions({"auto"}), StepGuard),
+              component="step_guard_", build=make_step_guard, stateful=True),
     Parameter("callbacks", None, (None, list), "estimator"),
     Parameter("device", "auto", (str, torch.device), "estimator"),
     Parameter("random_state", None, ("random_state",), "estimator"),

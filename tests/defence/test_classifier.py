@@ -80,7 +80,8 @@ def test_partial_fit_counts_batches_samples_and_logs(digits):
     assert len(clf.stream_log_) == 6
     record = clf.stream_log_[-1]
     assert set(record) == {"step", "loss", "mean_discrepancy", "max_discrepancy",
-                           "threshold", "n_flagged", "n_correction_steps"}
+                           "threshold", "n_flagged", "n_correction_steps",
+                               "step_discrepancy", "step_scale"}
     assert record["step"] == 6
     assert clf.n_flagged_ == sum(r["n_flagged"] for r in clf.stream_log_)
     assert clf.last_flagged_.shape == (150,) and clf.last_flagged_.dtype == bool
@@ -128,7 +129,7 @@ def test_same_random_state_gives_identical_models(digits):
     first = stream(DiscrepancyAwareOnlineClassifier(random_state=3), X, y, passes=2)
     second = stream(DiscrepancyAwareOnlineClassifier(random_state=3), X, y, passes=2)
     assert_array_equal(first.predict_proba(X), second.predict_proba(X))
-    assert list(first.stream_log_) == list(second.stream_log_)
+    np.testing.assert_equal(list(first.stream_log_), list(second.stream_log_))
     other = stream(DiscrepancyAwareOnlineClassifier(random_state=4), X, y)
     assert not np.allclose(first.predict_proba(X), other.predict_proba(X))
 
@@ -262,7 +263,7 @@ def test_pickle_round_trip_mid_stream_continues_identically(digits):
     stream(clf, X[600:], y[600:])
     stream(restored, X[600:], y[600:])
     assert_allclose(clf.predict_proba(X), restored.predict_proba(X), atol=1e-6)
-    assert list(clf.stream_log_) == list(restored.stream_log_)
+    np.testing.assert_equal(list(clf.stream_log_), list(restored.stream_log_))
 
 
 def test_clone_is_unfitted(digits):

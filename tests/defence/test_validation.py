@@ -62,7 +62,7 @@ def test_float64_and_integer_input_train_like_float32(digits):
         clf = stream(DiscrepancyAwareOnlineClassifier(**SMALL), X.astype(dtype), y)
         assert_array_equal(clf.predict_proba(X.astype(dtype)),
                            reference.predict_proba(X.astype(np.float32)))
-        assert list(clf.stream_log_) == list(reference.stream_log_)
+        np.testing.assert_equal(list(clf.stream_log_), list(reference.stream_log_))
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")

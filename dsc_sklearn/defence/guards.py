@@ -1,0 +1,480 @@
+"""Step guards: bound what one training step may do to what the model knows.
+
+The memorization discrepancy of the paper compares a historical model with
+the current one on the incoming batch. :class:`StepGuard` measures the same
+KL divergence between the model **before and after one optimizer step**,
+on a *probe* of rows the model has already trained on:
+
+    ``D_step = mean_{x in probe} KL(p_before(x) || p_after(x))``
+
+Clean steps move the probe little; a poisoned step, and above all the
+trigger of an accumulative attack, moves it by one to two orders of
+magnitude more. A step whose ``D_step`` exceeds ``margin`` times the median
+of recent unscaled steps, and that raises the probe's loss, is pulled back
+towards the weights before the step until it is within the bound, down to
+refusing the batch. Clean steps pass untouched, so the guard costs no
+accuracy on a clean stream, and no single batch can do more damage than a
+clean step does.
+
+The guard is this library's extension of Zhu et al. (ICML 2023), not part
+of the paper; it is related to Zeno (Xie et al., ICML 2019) and FLTrust
+(Cao et al., NDSS 2021), which score an update by its effect on a small
+trusted batch, and to trust-region methods that bound the KL divergence
+between successive models (TRPO, Schulman et al., ICML 2015).
+"""
+
+import math
+import numbers
+import statistics
+from collections import deque
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils.validation import check_array, column_or_1d
+from torch.nn.functional import cross_entropy
+
+from .._torch import eval_mode
+from .discrepancy import memorization_discrepancy
+
+__all__ = ["StepGuard", "make_step_guard"]
+
+_PROBES = ("reservoir", "recent")
+_RULES = ("harmful", "bound", "strict")
+
+
+def _is_trusted_probe(probe):
+    return isinstance(probe, (tuple, list)) and len(probe) == 2
+
+
+class StepGuard(BaseEstimator):
+    """Bound the step discrepancy of every optimizer step.
+
+    After each optimizer step of the net, the guard measures on its probe
+    the step discrepancy ``D_step`` (mean ``KL(p_before || p_after)``) and
+    the change of the probe's cross-entropy ``dL``. A step is *too large*
+    when ``D_step`` exceeds the bound, ``margin`` times the median
+    ``D_step`` of the last ``window`` unscaled steps (after ``warmup``
+    steps; before that nothing is scaled), and *harmful* when ``dL > 0``.
+    Depending on ``rule``, a step that is too large (and harmful) is pulled
+    back: the parameters become ``theta_old + alpha * (theta_new -
+    theta_old)`` with ``alpha = sqrt(bound / D_step)`` (the KL grows about
+    quadratically with the step), the optimizer's state follows
+    (``optimizer_state``), and ``alpha`` is halved until the step is within
+    the bound, ``max_halvings`` times at most; then the batch is refused
+    (``alpha = 0``: parameters and optimizer state as before the step).
+
+    Scaled steps do not enter the calibration window, so a sustained attack
+    cannot ramp the bound up; an unscaled step's rows enter the probe.
+
+    Parameters
+    ----------
+    margin : float, default=2.0
+        The bound is ``margin`` times the median step discrepancy of recent
+        unscaled steps.
+    window : int, default=50
+        Number of recent unscaled steps the median is taken over.
+    warmup : int, default=10
+        Steps observed before the bound applies.
+    probe : {"reservoir", "recent"} or tuple of (X, y), default="reservoir"
+        The rows the step discrepancy is measured on: ``"reservoir"``, a
+        uniform sample of ``probe_size`` rows over everything trained on
+        since the guard started (so the recent stream, which an attacker
+        controls, does not own it); ``"recent"``, the last ``probe_size``
+        rows trained on; or trusted rows ``(X, y)`` given by the user, as
+        Zeno and FLTrust use (labels as passed to ``partial_fit``).
+    probe_size : int, default=256
+        Rows in the reservoir or recent probe.
+    rule : {"harmful", "bound", "strict"}, default="harmful"
+        ``"harmful"``: pull back a step that is too large and raises the
+        probe loss, until it is within the bound. ``"bound"``: pull back
+        every step that is too large. ``"strict"``: pull back a step that is
+        too large and harmful until it is within the bound and the probe
+        loss no longer rises.
+    max_halvings : int, default=4
+        Halvings of ``alpha`` tried before the batch is refused.
+    optimizer_state : {"scale", "interpolate"}, default="scale"
+        What happens to the optimizer's per-parameter state (SGD's momentum
+        buffer, Adam's moments) when a step is pulled back: ``"scale"``
+        multiplies the new state by ``alpha`` (for SGD, the momentum then
+        matches the step actually taken); ``"interpolate"`` moves it to
+        ``old + alpha * (new - old)``. Scalar state (Adam's step count) is
+        kept; a refused batch restores everything.
+    random_state : int or None, default=None
+        Seeds the reservoir's sampling; ``None`` draws the seed from the
+        net's generator, so a seeded estimator is reproducible.
+
+    Attributes
+    ----------
+    n_steps_ : int
+        Optimizer steps the guard has seen.
+    n_scaled_ : int
+        Steps it pulled back (refused batches included).
+    n_refused_ : int
+        Batches it refused.
+
+    See Also
+    --------
+    DiscrepancyAwareOnlineClassifier : Its ``step_guard`` parameter takes a
+        ``StepGuard``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+    >>> from dsc_sklearn.defence.guards import StepGuard
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = DiscrepancyAwareOnlineClassifier(
+    ...     step_guard=StepGuard(margin=3.0), random_state=0)
+    >>> for start in range(0, 1000, 100):
+    ...     clf = clf.partial_fit(X[start:start + 100] / 16, y[start:start + 100],
+    ...                           classes=range(10))
+    >>> clf.net_.step_guard_.n_steps_
+    10
+    >>> sorted(clf.stream_log_[-1])[-3:]
+    ['step', 'step_discrepancy', 'step_scale']
+    """
+
+    _parameter_constraints = {
+        "margin": [Interval(numbers.Real, 0, None, closed="neither")],
+        "window": [Interval(numbers.Integral, 1, None, closed="left")],
+        "warmup": [Interval(numbers.Integral, 0, None, closed="left")],
+        "probe": [StrOptions(set(_PROBES)), tuple, list],
+        "probe_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "rule": [StrOptions(set(_RULES))],
+        "max_halvings": [Interval(numbers.Integral, 0, None, closed="left")],
+        "optimizer_state": [StrOptions({"scale", "interpolate"})],
+        "random_state": [None, Interval(numbers.Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, *, margin=2.0, window=50, warmup=10, probe="reservoir",
+                 probe_size=256, rule="harmful", max_halvings=4, optimizer_state="scale",
+                 random_state=None):
+        self.margin = margin
+        self.window = window
+        self.warmup = warmup
+        self.probe = probe
+        self.probe_size = probe_size
+        self.rule = rule
+        self.max_halvings = max_halvings
+        self.optimizer_state = optimizer_state
+        self.random_state = random_state
+
+    # ------------------------------------------------------------ set-up
+
+    def start(self, net):
+        """Validate the parameters and start with an empty probe and window.
+
+        Parameters
+        ----------
+        net : DiscrepancyAwareNet
+            The net the guard watches, with its module, optimizer and
+            generator initialised; its ``encode_labels`` encodes a trusted
+            probe's labels.
+
+        Returns
+        -------
+        self : StepGuard
+        """
+        self._validate_params()
+        device = torch.device(net.device)
+        seed = (int(torch.randint(2**31 - 1, (1,), generator=net.generator_))
+                if self.random_state is None else self.random_state)
+        self.generator_ = torch.Generator().manual_seed(seed)
+        self.n_steps_ = self.n_scaled_ = self.n_refused_ = self.n_seen_ = 0
+        self.window_ = deque(maxlen=self.window)
+        if _is_trusted_probe(self.probe):
+            X, y = self.probe
+            X = check_array(X, dtype=np.float32, input_name="step_guard probe X")
+            y = column_or_1d(y)
+            if len(X) != len(y) or not len(X):
+                raise ValueError(
+                    "The step guard's trusted probe (X, y) needs as many labels as rows "
+                    f"and at least one row; got {len(X)} rows and {len(y)} labels."
+                )
+            self.probe_X_ = torch.as_tensor(X, device=device)
+            self.probe_y_ = torch.as_tensor(net.encode_labels(y), device=device)
+        else:
+            self.probe_X_ = torch.empty(0, 0, device=device)
+            self.probe_y_ = torch.empty(0, dtype=torch.long, device=device)
+        self.probe_logits_ = None
+        return self
+
+    # ------------------------------------------------------- during a step
+
+    def before_step(self, net, step):
+        """Keep the weights and optimizer state the step starts from."""
+        self._params = [p.detach().clone() for p in _parameters(net)]
+        self._state = _state_tensors(net.optimizer_)
+        if self.probe_logits_ is None and len(self.probe_X_):
+            self.probe_logits_ = self._probe_logits(net)
+
+    def after_step(self, net, step):
+        """Measure the step on the probe and pull it back if it must be.
+
+        Sets ``step.step_discrepancy`` (the step's ``D_step`` before any
+        pull-back, NaN while the probe is empty) and ``step.step_scale``
+        (``alpha``: 1 for an unscaled step, 0 for a refused batch).
+        """
+        self.n_steps_ += 1
+        step.step_scale = 1.0
+        step.step_discrepancy = math.nan
+        if len(self.probe_X_):
+            after = self._probe_logits(net)
+            discrepancy, loss_change = self._measure(after)
+            step.step_discrepancy = discrepancy
+            bound = self._bound()
+            too_large = discrepancy > bound
+            if too_large and (self.rule == "bound" or loss_change > 0):
+                step.step_scale, after = self._pull_back(net, discrepancy, bound)
+                self.n_scaled_ += 1
+                self.n_refused_ += step.step_scale == 0.0
+            else:
+                self.window_.append(discrepancy)
+            self.probe_logits_ = after
+        if step.step_scale == 1.0:
+            self._add_to_probe(net, step.X_train, step.y_train)
+        self._params = self._state = None
+
+    def _bound(self):
+        if self.n_steps_ <= self.warmup or not self.window_:
+            return math.inf
+        return self.margin * statistics.median(self.window_)
+
+    def _measure(self, after):
+        """``(D_step, dL)`` of the probe logits ``after`` against the cached ones."""
+        before = self.probe_logits_
+        values = torch.stack((
+            memorization_discrepancy(before, after).mean(),
+            cross_entropy(after, self.probe_y_) - cross_entropy(before, self.probe_y_),
+        ))
+        discrepancy, loss_change = values.tolist()
+        return discrepancy, loss_change
+
+    def _pull_back(self, net, discrepancy, bound):
+        """Scale the step down until it is acceptable; return ``(alpha, logits)``."""
+        new_params = [p.detach().clone() for p in _parameters(net)]
+        new_state = _state_tensors(net.optimizer_)
+        alpha = math.sqrt(bound / discrepancy)
+        for _ in range(self.max_halvings + 1):
+            _interpolate_parameters(net, self._params, new_params, alpha)
+            after = self._probe_logits(net)
+            within, loss_change = self._measure(after)
+            if within <= bound and (self.rule != "strict" or loss_change <= 0):
+                self._scale_state(net, new_state, alpha)
+                return alpha, after
+            alpha /= 2
+        _interpolate_parameters(net, self._params, new_params, 0.0)
+        _restore_state(net.optimizer_, self._state)
+        return 0.0, self.probe_logits_
+
+    def _scale_state(self, net, new_state, alpha):
+        for (param, name), new in new_state.items():
+            current = net.optimizer_.state[param][name]
+            if new.ndim == 0:
+                continue
+            old = self._state.get((param, name))
+            if self.optimizer_state == "scale" or old is None:
+                current.copy_(new * alpha)
+            else:
+                current.copy_(torch.lerp(old, new, alpha))
+
+    # -------------------------------------------------------------- probe
+
+    def _probe_logits(self, net):
+        with torch.no_grad(), eval_mode(net.module_):
+            return net.module_(self.probe_X_)
+
+    def _add_to_probe(self, net, X, y):
+        """Let the rows just trained on into the probe (not a trusted one)."""
+        if _is_trusted_probe(self.probe) or not len(X):
+            return
+        if not len(self.probe_X_):
+            self.probe_X_ = X.new_empty((0, X.shape[1]))
+            self.probe_y_ = y.new_empty(0)
+        if self.probe == "recent":
+            slots, rows = self._recent_slots(len(X))
+        else:
+            slots, rows = self._reservoir_slots(len(X))
+        self.n_seen_ += len(X)
+        if not len(rows):
+            return
+        rows = torch.as_tensor(rows, device=X.device)
+        X_new, y_new = X[rows].detach(), y[rows]
+        with torch.no_grad(), eval_mode(net.module_):
+            logits_new = net.module_(X_new)
+        self.probe_X_, self.probe_y_, self.probe_logits_ = _place(
+            (self.probe_X_, self.probe_y_, self.probe_logits_),
+            (X_new, y_new, logits_new), slots)
+
+    def _recent_slots(self, n_rows):
+        """The last ``probe_size`` rows: a ring buffer of slots."""
+        rows = list(range(max(0, n_rows - self.probe_size), n_rows))
+        slots = [(self.n_seen_ + row) % self.probe_size for row in rows]
+        return slots, rows
+
+    def _reservoir_slots(self, n_rows):
+        """Algorithm R (Vitter, 1985): each row seen so far is kept with equal chance."""
+        seen = self.n_seen_ + np.arange(n_rows)
+        draws = (torch.rand(n_rows, generator=self.generator_, dtype=torch.float64)
+                 .numpy() * (seen + 1)).astype(np.int64)
+        slots, rows = {}, {}
+        for row, (count, draw) in enumerate(zip(seen, draws)):
+            slot = count if count < self.probe_size else draw
+            if slot < self.probe_size:
+                rows[slot] = row  # a later row replaces an earlier one in its slot
+        slots = sorted(rows)
+        return slots, [rows[slot] for slot in slots]
+
+    # -------------------------------------------------------------- state
+
+    def state_dict(self):
+        """The guard's learned state as tensors and plain Python values.
+
+        Returns
+        -------
+        state : dict
+            The counters, the calibration ``window``, the probe's rows,
+            labels and cached logits, and the reservoir's generator state.
+        """
+        return {
+            "n_steps": self.n_steps_,
+            "n_scaled": self.n_scaled_,
+            "n_refused": self.n_refused_,
+            "n_seen": self.n_seen_,
+            "window": list(self.window_),
+            "probe_X": self.probe_X_,
+            "probe_y": self.probe_y_,
+            "probe_logits": self.probe_logits_,
+            "generator": self.generator_.get_state(),
+        }
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s state; the configuration stays this guard's.
+
+        Raises
+        ------
+        ValueError
+            When an entry is missing or of the wrong type or shape; the guard
+            is then left as it was.
+        """
+        expected = set(self.state_dict())
+        if not isinstance(state, dict) or set(state) != expected:
+            raise ValueError(
+                f"A StepGuard state has the entries {sorted(expected)}; the one given "
+                "does not. It is corrupt, was edited, or belongs to another object."
+            )
+        counts = {name: state[name] for name in ("n_steps", "n_scaled", "n_refused", "n_seen")}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in counts.values()):
+            raise ValueError(f"A StepGuard state holds invalid counters {counts}.")
+        window = state["window"]
+        if not isinstance(window, list) or not all(
+                isinstance(v, float) and math.isfinite(v) and v >= 0 for v in window):
+            raise ValueError("A StepGuard state holds a window that is not a list of "
+                             "finite non-negative floats.")
+        X, y, logits = state["probe_X"], state["probe_y"], state["probe_logits"]
+        if not (isinstance(X, torch.Tensor) and X.ndim == 2 and X.dtype == self.probe_X_.dtype
+                and isinstance(y, torch.Tensor) and y.ndim == 1 and len(y) == len(X)
+                and len(X) <= max(self.probe_size, len(self.probe_X_))
+                and (logits is None or (isinstance(logits, torch.Tensor)
+                                        and logits.shape[0] == len(X)))):
+            raise ValueError("A StepGuard state holds a probe whose rows, labels and "
+                             "logits do not match.")
+        self.generator_.set_state(state["generator"].cpu())
+        self.n_steps_, self.n_scaled_ = counts["n_steps"], counts["n_scaled"]
+        self.n_refused_, self.n_seen_ = counts["n_refused"], counts["n_seen"]
+        self.window_ = deque(window, maxlen=self.window)
+        self.probe_X_, self.probe_y_, self.probe_logits_ = X, y, logits
+
+    def to(self, device):
+        """Move the probe to ``device`` in place; return ``self``."""
+        self.probe_X_ = self.probe_X_.to(device)
+        self.probe_y_ = self.probe_y_.to(device)
+        if self.probe_logits_ is not None:
+            self.probe_logits_ = self.probe_logits_.to(device)
+        return self
+
+
+# ------------------------------------------------------------ optimizer
+
+def _parameters(net):
+    return [p for group in net.optimizer_.param_groups for p in group["params"]]
+
+
+def _state_tensors(optimizer):
+    """A copy of every floating tensor of the optimizer's per-parameter state."""
+    return {
+        (param, name): value.detach().clone()
+        for param, state in optimizer.state.items()
+        for name, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+    }
+
+
+def _restore_state(optimizer, saved):
+    """Put the optimizer's state back as :func:`_state_tensors` saved it."""
+    for param in list(optimizer.state):
+        state = optimizer.state[param]
+        names = [name for name in state if isinstance(state[name], torch.Tensor)
+                 and state[name].is_floating_point()]
+        for name in names:
+            if (param, name) in saved:
+                state[name].copy_(saved[(param, name)])
+            else:
+                del state[name]
+        if not state:
+            del optimizer.state[param]
+
+
+def _interpolate_parameters(net, old, new, alpha):
+    with torch.no_grad():
+        for param, before, after in zip(_parameters(net), old, new):
+            param.copy_(torch.lerp(before, after, alpha))
+
+
+def _place(buffers, values, slots):
+    """Write ``values`` into ``buffers`` at ``slots``, growing a buffer that is short."""
+    placed = []
+    n_needed = max(slots) + 1
+    index = torch.as_tensor(slots, device=values[0].device)
+    for buffer, value in zip(buffers, values):
+        if buffer is None:
+            buffer = value.new_zeros((0,) + value.shape[1:])
+        if len(buffer) < n_needed:
+            padding = value.new_zeros((n_needed - len(buffer),) + value.shape[1:])
+            buffer = torch.cat((buffer, padding))
+        buffer[index] = value
+        placed.append(buffer)
+    return tuple(placed)
+
+
+@validate_params(
+    {"step_guard": [None, StrOptions({"auto"}), StepGuard]},
+    prefer_skip_nested_validation=True,
+)
+def make_step_guard(step_guard):
+    """The guard for an estimator's ``step_guard`` parameter.
+
+    Parameters
+    ----------
+    step_guard : "auto", StepGuard or None
+        ``"auto"`` builds ``StepGuard()``; a configured guard is cloned, so
+        that every estimator keeps its own probe; ``None`` disables it.
+
+    Returns
+    -------
+    guard : StepGuard or None
+
+    Examples
+    --------
+    >>> from dsc_sklearn.defence.guards import StepGuard, make_step_guard
+    >>> make_step_guard("auto")
+    StepGuard()
+    >>> make_step_guard(StepGuard(margin=3.0)).margin
+    3.0
+    """
+    if step_guard is None:
+        return None
+    return StepGuard() if isinstance(step_guard, str) else clone(step_guard)

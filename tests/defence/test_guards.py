@@ -1,0 +1,378 @@
+import copy
+import io
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from torch import nn
+
+from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+from dsc_sklearn.defence._net import LOG_FIELDS, DiscrepancyAwareNet
+from dsc_sklearn.defence.guards import StepGuard, make_step_guard
+from dsc_sklearn.defence.modules import MLP
+
+N_FEATURES, N_CLASSES, BATCH = 8, 3, 40
+
+
+def _data(n, seed=0):
+    """Three Gaussian blobs: separable, so a few steps learn them."""
+    rng = np.random.RandomState(seed)
+    y = rng.randint(N_CLASSES, size=n)
+    X = (3 * np.eye(N_CLASSES, N_FEATURES)[y] + rng.randn(n, N_FEATURES)).astype(np.float32)
+    return X, y
+
+
+def _net(guard, optimizer=torch.optim.SGD, **kwargs):
+    torch.manual_seed(0)
+    params = dict(
+        criterion=nn.CrossEntropyLoss, optimizer=optimizer, lr=0.1, batch_size=BATCH,
+        max_epochs=1, train_split=None, callbacks="disable", device="cpu",
+        classes=list(range(N_CLASSES)), correction="none", step_guard=guard,
+    )
+    if optimizer is torch.optim.SGD:
+        params["optimizer__momentum"] = 0.9
+    params.update(kwargs)
+    return DiscrepancyAwareNet(module=MLP(N_FEATURES, N_CLASSES, (16,)), **params).initialize()
+
+
+def _train(net, n_batches, seed=0):
+    X, y = _data(n_batches * BATCH, seed)
+    steps = []
+    for start in range(0, len(X), BATCH):
+        batch = (torch.as_tensor(X[start:start + BATCH]), torch.as_tensor(y[start:start + BATCH]))
+        steps.append(net.train_step(batch))
+    return steps
+
+
+def _field(step, name):
+    return step["record"][LOG_FIELDS.index(name)].item()
+
+
+def _weights(net):
+    return [p.detach().clone() for p in net.module_.parameters()]
+
+
+def _harmful_batch(seed=5):
+    """A batch whose labels are rotated: a step on it unlearns the probe."""
+    X, y = _data(BATCH, seed)
+    return torch.as_tensor(X), torch.as_tensor((y + 1) % N_CLASSES)
+
+
+# ------------------------------------------------------------- parameters
+
+def test_step_guard_is_a_scikit_learn_style_object():
+    guard = StepGuard(margin=3.0, probe="recent")
+    assert guard.get_params()["margin"] == 3.0
+    assert clone(guard).get_params() == guard.get_params()
+    assert repr(guard) == "StepGuard(margin=3.0, probe='recent')"
+    assert make_step_guard(None) is None
+    assert make_step_guard("auto").get_params() == StepGuard().get_params()
+    assert make_step_guard(guard) is not guard
+
+
+@pytest.mark.parametrize("params", [{"margin": 0}, {"probe": "all"}, {"rule": "soft"},
+                                    {"window": 0}, {"optimizer_state": "reset"}])
+def test_invalid_guard_parameters_are_refused_at_the_first_fit(params):
+    X, y = _data(BATCH)
+    clf = DiscrepancyAwareOnlineClassifier(step_guard=StepGuard(**params))
+    with pytest.raises(ValueError, match="StepGuard"):
+        clf.partial_fit(X, y, classes=range(N_CLASSES))
+
+
+def test_grid_search_tunes_the_guard_margin():
+    X, y = _data(240)
+    search = GridSearchCV(
+        DiscrepancyAwareOnlineClassifier(step_guard=StepGuard(), batch_size=BATCH,
+                                         random_state=0),
+        {"step_guard__margin": [1.5, 3.0]}, cv=2,
+    ).fit(X, y)
+    assert search.best_params_["step_guard__margin"] in (1.5, 3.0)
+    assert search.best_estimator_.net_.step_guard_.margin == search.best_params_[
+        "step_guard__margin"]
+
+
+# -------------------------------------------------------------- measuring
+
+def test_the_guard_logs_each_step_and_scales_nothing_on_a_clean_stream():
+    net = _net(StepGuard(warmup=3, window=10))
+    steps = _train(net, 12)
+    assert math.isnan(_field(steps[0], "step_discrepancy"))  # empty probe
+    discrepancies = [_field(step, "step_discrepancy") for step in steps[1:]]
+    assert all(d >= 0 for d in discrepancies)
+    assert [_field(step, "step_scale") for step in steps] == [1.0] * 12
+    assert net.step_guard_.n_scaled_ == 0 and net.step_guard_.n_steps_ == 12
+    assert len(net.step_guard_.probe_X_) == net.step_guard_.probe_size
+
+
+def test_step_discrepancy_is_the_mean_kl_on_the_probe():
+    net = _net(StepGuard(warmup=100))
+    _train(net, 2)
+    guard = net.step_guard_
+    probe = guard.probe_X_.clone()
+    with torch.no_grad():
+        before = torch.log_softmax(net.module_(probe), 1)
+    X, y = _data(BATCH, seed=3)
+    step = net.train_step((torch.as_tensor(X), torch.as_tensor(y)))
+    with torch.no_grad():
+        after = torch.log_softmax(net.module_(probe), 1)
+    expected = (before.exp() * (before - after)).sum(1).mean().item()
+    assert _field(step, "step_discrepancy") == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_harmful_oversized_step_is_pulled_back_within_the_bound():
+    net = _net(StepGuard(warmup=3, window=10, margin=2.0))
+    _train(net, 8)
+    guard = net.step_guard_
+    bound = guard.margin * np.median(guard.window_)
+    before = _weights(net)
+    momentum = copy.deepcopy(net.optimizer_.state_dict()["state"])
+    net.configure(lr=2.0)  # a rotated batch at a large learning rate
+    step = net.train_step(_harmful_batch())
+    alpha = _field(step, "step_scale")
+    assert 0 < alpha < 1
+    assert _field(step, "step_discrepancy") > bound
+    assert guard.n_scaled_ == 1
+    # SGD: buffer = 0.9 * old buffer + grad; the kept step and the momentum are
+    # alpha times the unscaled ones.
+    for i, (p, p_old) in enumerate(zip(net.module_.parameters(), before)):
+        buffer = 0.9 * momentum[i]["momentum_buffer"] + p.grad
+        torch.testing.assert_close(net.optimizer_.state[p]["momentum_buffer"], alpha * buffer)
+        torch.testing.assert_close(p.detach(), p_old - 2.0 * alpha * buffer,
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_the_pulled_back_step_is_within_the_bound():
+    net = _net(StepGuard(warmup=3, window=10, margin=2.0))
+    _train(net, 8)
+    guard = net.step_guard_
+    bound = guard.margin * np.median(guard.window_)
+    probe, cached = guard.probe_X_.clone(), guard.probe_logits_.clone()
+    net.configure(lr=2.0)
+    step = net.train_step(_harmful_batch())
+    assert 0 < _field(step, "step_scale") < 1
+    with torch.no_grad():
+        after = net.module_(probe)
+    log_before, log_after = torch.log_softmax(cached, 1), torch.log_softmax(after, 1)
+    kept = (log_before.exp() * (log_before - log_after)).sum(1).mean().item()
+    assert kept <= bound * (1 + 1e-4)
+
+
+def test_a_step_that_cannot_be_made_acceptable_is_refused_exactly():
+    net = _net(StepGuard(warmup=3, window=10, margin=2.0, rule="strict", max_halvings=0))
+    _train(net, 8)
+    before = _weights(net)
+    state = copy.deepcopy(net.optimizer_.state_dict())
+    net.configure(lr=5.0)
+    step = net.train_step(_harmful_batch())
+    if _field(step, "step_scale") != 0.0:
+        pytest.skip("the single try was accepted")
+    for p, q in zip(net.module_.parameters(), before):
+        assert torch.equal(p.detach(), q)
+    restored = net.optimizer_.state_dict()["state"]
+    for key, value in state["state"].items():
+        assert torch.equal(restored[key]["momentum_buffer"], value["momentum_buffer"])
+    assert net.step_guard_.n_refused_ == 1
+
+
+def test_a_refused_first_step_leaves_no_optimizer_state():
+    # A trusted probe and a calibrated bound before the first step: a strict
+    # guard refuses a first step that unlearns the probe.
+    X, y = _data(BATCH)
+    net = _net(StepGuard(warmup=0, window=1, margin=1.0, rule="strict", max_halvings=0,
+                         probe=(X, y)))
+    net.step_guard_.window_.append(1e-12)
+    before = _weights(net)
+    step = net.train_step(_harmful_batch())
+    assert _field(step, "step_scale") == 0.0
+    assert not net.optimizer_.state
+    for p, q in zip(net.module_.parameters(), before):
+        assert torch.equal(p.detach(), q)
+
+
+def test_harmless_large_steps_pass_under_the_harmful_rule_only():
+    results = {}
+    for rule in ("harmful", "bound"):
+        net = _net(StepGuard(warmup=3, window=10, margin=1.01, rule=rule))
+        _train(net, 8)
+        net.configure(lr=1.0)
+        X, y = _data(BATCH, seed=11)  # clean data: the probe loss falls
+        results[rule] = [_field(step, "step_scale")
+                         for step in [net.train_step((torch.as_tensor(X), torch.as_tensor(y)))]]
+    assert results["harmful"] == [1.0]
+    assert results["bound"][0] < 1.0
+
+
+def test_interpolate_moves_the_optimizer_state_between_old_and_new():
+    net = _net(StepGuard(warmup=3, window=10, optimizer_state="interpolate"))
+    _train(net, 8)
+    old = [net.optimizer_.state[p]["momentum_buffer"].clone() for p in net.module_.parameters()]
+    net.configure(lr=2.0)
+    step = net.train_step(_harmful_batch())
+    alpha = _field(step, "step_scale")
+    assert 0 < alpha < 1
+    for p, buffer in zip(net.module_.parameters(), old):
+        new = 0.9 * buffer + p.grad
+        torch.testing.assert_close(net.optimizer_.state[p]["momentum_buffer"],
+                                   torch.lerp(buffer, new, alpha))
+
+
+def test_the_guard_works_with_adam_and_keeps_its_step_count():
+    net = _net(StepGuard(warmup=3, window=10), optimizer=torch.optim.Adam, lr=0.01)
+    _train(net, 8)
+    counts = [net.optimizer_.state[p]["step"].item() for p in net.module_.parameters()]
+    net.configure(lr=1.0)
+    step = net.train_step(_harmful_batch())
+    assert _field(step, "step_scale") < 1
+    assert [net.optimizer_.state[p]["step"].item()
+            for p in net.module_.parameters()] == [c + 1 for c in counts]
+
+
+def test_the_guard_works_with_batchnorm_and_keeps_train_mode():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(N_FEATURES, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                           nn.Linear(8, N_CLASSES))
+    net = DiscrepancyAwareNet(
+        module=module, criterion=nn.CrossEntropyLoss, optimizer=torch.optim.SGD, lr=0.1,
+        batch_size=BATCH, train_split=None, callbacks="disable", device="cpu",
+        classes=list(range(N_CLASSES)), correction="none",
+        step_guard=StepGuard(warmup=2, window=5)).initialize()
+    steps = _train(net, 6)
+    assert net.module_.training
+    assert all(math.isfinite(_field(step, "step_discrepancy")) for step in steps[1:])
+
+
+# ------------------------------------------------------------------ probe
+
+def test_the_reservoir_keeps_every_row_with_equal_chance():
+    counts = np.zeros(2000)
+    for seed in range(200):
+        guard = StepGuard(probe_size=50, random_state=seed)
+        guard.generator_ = torch.Generator().manual_seed(seed)
+        guard.n_seen_ = 0
+        kept = {}
+        for start in range(0, 2000, 100):
+            slots, rows = guard._reservoir_slots(100)
+            for slot, row in zip(slots, rows):
+                kept[slot] = start + row
+            guard.n_seen_ += 100
+        counts[list(kept.values())] += 1
+    # Each row is kept with probability 50 / 2000 = 2.5 %: early and late alike.
+    early, late = counts[:1000].mean() / 200, counts[1000:].mean() / 200
+    assert early == pytest.approx(0.025, abs=0.004) and late == pytest.approx(0.025, abs=0.004)
+
+
+def test_the_recent_probe_holds_the_last_rows_trained_on():
+    net = _net(StepGuard(probe="recent", probe_size=60))
+    X, y = _data(3 * BATCH)
+    for start in range(0, len(X), BATCH):
+        net.train_step((torch.as_tensor(X[start:start + BATCH]),
+                        torch.as_tensor(y[start:start + BATCH])))
+    kept = {tuple(row) for row in net.step_guard_.probe_X_.numpy().round(5)}
+    assert kept == {tuple(row) for row in X[-60:].round(5)}
+
+
+def test_the_probe_cache_equals_the_current_model():
+    net = _net(StepGuard(warmup=3, window=10))
+    _train(net, 6)
+    guard = net.step_guard_
+    with torch.no_grad():
+        torch.testing.assert_close(guard.probe_logits_, net.module_(guard.probe_X_))
+
+
+def test_a_trusted_probe_is_encoded_and_never_changes():
+    X, y = _data(200)
+    labels = np.array(["a", "b", "c"])
+    X_probe, y_probe = X[:30], labels[y[:30]]
+    clf = DiscrepancyAwareOnlineClassifier(
+        batch_size=BATCH, random_state=0, step_guard=StepGuard(probe=(X_probe, y_probe)))
+    clf.partial_fit(X, labels[y], classes=labels)
+    guard = clf.net_.step_guard_
+    assert torch.equal(guard.probe_X_, torch.as_tensor(X_probe))
+    assert guard.probe_y_.tolist() == y[:30].tolist()
+    assert all(math.isfinite(record["step_discrepancy"]) for record in clf.stream_log_)
+    with pytest.raises(ValueError, match=r"\['z'\] are not among"):
+        DiscrepancyAwareOnlineClassifier(step_guard=StepGuard(probe=(X_probe, ["z"] * 30))
+                                         ).partial_fit(X, labels[y], classes=labels)
+
+
+# -------------------------------------------------------------- estimator
+
+def test_the_estimator_counts_scaled_steps_and_logs_the_guard():
+    X, y = _data(400)
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=BATCH, random_state=0,
+                                           step_guard=StepGuard(warmup=3, window=10))
+    clf.partial_fit(X, y, classes=range(N_CLASSES))
+    assert clf.n_steps_scaled_ == 0
+    assert {"step_discrepancy", "step_scale"} <= set(clf.stream_log_[-1])
+    clf.set_params(lr=3.0)
+    Xh, yh = _harmful_batch()
+    clf.partial_fit(Xh.numpy(), yh.numpy())
+    assert clf.n_steps_scaled_ == clf.net_.step_guard_.n_scaled_ >= 1
+    assert clf.stream_log_[-1]["step_scale"] < 1
+
+
+def test_without_a_guard_the_guard_fields_are_nan():
+    X, y = _data(80)
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=BATCH, step_guard=None).fit(X, y)
+    assert math.isnan(clf.stream_log_[-1]["step_discrepancy"])
+    assert math.isnan(clf.stream_log_[-1]["step_scale"])
+    assert clf.n_steps_scaled_ == 0
+
+
+def _stream(clf, X, y, start, stop):
+    for row in range(start, stop, BATCH):
+        clf.partial_fit(X[row:row + BATCH], y[row:row + BATCH], classes=range(N_CLASSES))
+    return clf
+
+
+@pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
+def test_the_guard_state_round_trips_and_the_stream_continues_exactly(round_trip):
+    X, y = _data(800)
+    clf = _stream(DiscrepancyAwareOnlineClassifier(
+        batch_size=BATCH, random_state=0, step_guard=StepGuard(warmup=3, window=10)),
+        X, y, 0, 400)
+    if round_trip == "pickle":
+        restored = pickle.loads(pickle.dumps(clf))
+    else:
+        buffer = io.BytesIO()
+        clf.save_params(buffer)
+        buffer.seek(0)
+        restored = clone(clf).load_params(buffer)
+    saved, loaded = clf.net_.step_guard_.state_dict(), restored.net_.step_guard_.state_dict()
+    assert saved["window"] == loaded["window"]
+    assert torch.equal(saved["probe_X"], loaded["probe_X"])
+    assert torch.equal(saved["generator"], loaded["generator"])
+    _stream(clf, X, y, 400, 800)
+    _stream(restored, X, y, 400, 800)
+    np.testing.assert_array_equal([r["step_discrepancy"] for r in clf.stream_log_],
+                                  [r["step_discrepancy"] for r in restored.stream_log_])
+    np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
+
+
+def test_load_state_dict_refuses_a_forged_state():
+    net = _net(StepGuard(warmup=3, window=10))
+    _train(net, 4)
+    guard = net.step_guard_
+    state = guard.state_dict()
+    with pytest.raises(ValueError, match="entries"):
+        guard.load_state_dict({**state, "margin": 100.0})
+    with pytest.raises(ValueError, match="counters"):
+        guard.load_state_dict({**state, "n_steps": -1})
+    with pytest.raises(ValueError, match="window"):
+        guard.load_state_dict({**state, "window": [math.nan]})
+    with pytest.raises(ValueError, match="probe"):
+        guard.load_state_dict({**state, "probe_y": state["probe_y"][:3]})
+    assert guard.margin == 2.0 and guard.n_steps_ == 4
+
+
+def test_set_params_on_the_guard_takes_effect_at_the_next_call():
+    X, y = _data(200)
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=BATCH, step_guard=StepGuard())
+    _stream(clf, X, y, 0, 120)
+    clf.set_params(step_guard__margin=5.0)
+    _stream(clf, X, y, 120, 200)
+    assert clf.net_.step_guard_.margin == 5.0
