@@ -48,6 +48,77 @@ def _is_trusted_probe(probe):
     return isinstance(probe, (tuple, list)) and len(probe) == 2
 
 
+class _Probe:
+    """Rows, their encoded labels and the current model's eval-mode logits of them."""
+
+    def __init__(self, X, y):
+        self.X, self.y, self.logits = X, y, None
+
+    def __len__(self):
+        return len(self.X)
+
+    def changes(self, after):
+        """``(mean KL(before || after), loss after - loss before)`` as tensors."""
+        return (memorization_discrepancy(self.logits, after).mean(),
+                cross_entropy(after, self.y) - cross_entropy(self.logits, self.y))
+
+    def place(self, X, y, logits, slots):
+        """Write rows at ``slots``, growing the buffers when a slot is past their end."""
+        if not len(self.X):
+            self.X, self.y = X.new_empty((0,) + X.shape[1:]), y.new_empty(0)
+        if self.logits is None:
+            self.logits = logits.new_empty((len(self.X),) + logits.shape[1:])
+        index = torch.as_tensor(slots, device=X.device)
+        n_needed = max(slots) + 1
+        buffers = []
+        for buffer, value in ((self.X, X), (self.y, y), (self.logits, logits)):
+            if len(buffer) < n_needed:
+                padding = value.new_zeros((n_needed - len(buffer),) + value.shape[1:])
+                buffer = torch.cat((buffer, padding))
+            buffer[index] = value
+            buffers.append(buffer)
+        self.X, self.y, self.logits = buffers
+
+    def state_dict(self):
+        return {"X": self.X, "y": self.y, "logits": self.logits}
+
+    def load_state_dict(self, state, size, name):
+        X, y, logits = state["X"], state["y"], state["logits"]
+        if not (isinstance(X, torch.Tensor) and X.ndim == 2 and X.is_floating_point()
+                and isinstance(y, torch.Tensor) and y.ndim == 1 and len(y) == len(X)
+                and not y.is_floating_point() and len(X) <= size
+                and (logits is None or (isinstance(logits, torch.Tensor)
+                                        and logits.ndim == 2 and len(logits) == len(X)))):
+            raise ValueError(f"A StepGuard state holds a {name} whose rows, labels and "
+                             "logits do not match.")
+        self.X, self.y, self.logits = X, y, logits
+
+    def to(self, device):
+        self.X, self.y = self.X.to(device), self.y.to(device)
+        if self.logits is not None:
+            self.logits = self.logits.to(device)
+
+
+def _ring_slots(n_seen, n_rows, size):
+    """The last ``size`` rows, in a ring buffer of ``size`` slots."""
+    rows = list(range(max(0, n_rows - size), n_rows))
+    return [(n_seen + row) % size for row in rows], rows
+
+
+def _reservoir_slots(n_seen, n_rows, size, generator):
+    """Algorithm R (Vitter, 1985): each row seen so far is kept with equal chance."""
+    seen = n_seen + np.arange(n_rows)
+    draws = (torch.rand(n_rows, generator=generator, dtype=torch.float64).numpy()
+             * (seen + 1)).astype(np.int64)
+    kept = {}
+    for row, (count, draw) in enumerate(zip(seen, draws)):
+        slot = count if count < size else draw
+        if slot < size:
+            kept[slot] = row  # a later row replaces an earlier one in its slot
+    slots = sorted(kept)
+    return slots, [kept[slot] for slot in slots]
+
+
 class StepGuard(BaseEstimator):
     """Bound the step discrepancy of every optimizer step.
 
@@ -56,17 +127,19 @@ class StepGuard(BaseEstimator):
     the change of the probe's cross-entropy ``dL``. A step is *too large*
     when ``D_step`` exceeds the bound, ``margin`` times the median
     ``D_step`` of the last ``window`` unscaled steps (after ``warmup``
-    steps; before that nothing is scaled), and *harmful* when ``dL > 0``.
+    steps; before that nothing is scaled), and *harmful* when ``dL > 0``
+    and, with ``recent_size > 0``, the loss of the most recent rows rises
+    too (a step that learns a shift the stream sustains lowers it).
     Depending on ``rule``, a step that is too large (and harmful) is pulled
     back: the parameters become ``theta_old + alpha * (theta_new -
     theta_old)`` with ``alpha = sqrt(bound / D_step)`` (the KL grows about
     quadratically with the step), the optimizer's state follows
-    (``optimizer_state``), and ``alpha`` is halved until the step is within
-    the bound, ``max_halvings`` times at most; then the batch is refused
+    (``optimizer_state``), and ``alpha`` is halved until the step is
+    acceptable, ``max_halvings`` times at most; then the batch is refused
     (``alpha = 0``: parameters and optimizer state as before the step).
 
     Scaled steps do not enter the calibration window, so a sustained attack
-    cannot ramp the bound up; an unscaled step's rows enter the probe.
+    cannot ramp the bound up, and their rows do not enter the probe.
 
     Parameters
     ----------
@@ -86,12 +159,16 @@ class StepGuard(BaseEstimator):
         Zeno and FLTrust use (labels as passed to ``partial_fit``).
     probe_size : int, default=256
         Rows in the reservoir or recent probe.
+    recent_size : int, default=0
+        Rows of the most recent batches (scaled or not) whose loss must
+        rise too for a step to count as harmful; ``0`` judges on the probe
+        alone.
     rule : {"harmful", "bound", "strict"}, default="harmful"
-        ``"harmful"``: pull back a step that is too large and raises the
-        probe loss, until it is within the bound. ``"bound"``: pull back
-        every step that is too large. ``"strict"``: pull back a step that is
-        too large and harmful until it is within the bound and the probe
-        loss no longer rises.
+        ``"harmful"``: pull back a step that is too large and harmful, until
+        it is within the bound. ``"bound"``: pull back every step that is
+        too large. ``"strict"``: pull back a step that is too large and
+        harmful until it is within the bound and the probe loss no longer
+        rises.
     max_halvings : int, default=4
         Halvings of ``alpha`` tried before the batch is refused.
     optimizer_state : {"scale", "interpolate"}, default="scale"
@@ -113,6 +190,8 @@ class StepGuard(BaseEstimator):
         Steps it pulled back (refused batches included).
     n_refused_ : int
         Batches it refused.
+    window_ : collections.deque of float
+        The step discrepancies of recent unscaled steps.
 
     See Also
     --------
@@ -132,8 +211,9 @@ class StepGuard(BaseEstimator):
     ...                           classes=range(10))
     >>> clf.net_.step_guard_.n_steps_
     10
-    >>> sorted(clf.stream_log_[-1])[-3:]
-    ['step', 'step_discrepancy', 'step_scale']
+    >>> record = clf.stream_log_[-1]
+    >>> record["step_scale"], record["step_discrepancy"] > 0
+    (1.0, True)
     """
 
     _parameter_constraints = {
@@ -142,6 +222,7 @@ class StepGuard(BaseEstimator):
         "warmup": [Interval(numbers.Integral, 0, None, closed="left")],
         "probe": [StrOptions(set(_PROBES)), tuple, list],
         "probe_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "recent_size": [Interval(numbers.Integral, 0, None, closed="left")],
         "rule": [StrOptions(set(_RULES))],
         "max_halvings": [Interval(numbers.Integral, 0, None, closed="left")],
         "optimizer_state": [StrOptions({"scale", "interpolate"})],
@@ -149,13 +230,14 @@ class StepGuard(BaseEstimator):
     }
 
     def __init__(self, *, margin=2.0, window=50, warmup=10, probe="reservoir",
-                 probe_size=256, rule="harmful", max_halvings=4, optimizer_state="scale",
-                 random_state=None):
+                 probe_size=256, recent_size=0, rule="harmful", max_halvings=4,
+                 optimizer_state="scale", random_state=None):
         self.margin = margin
         self.window = window
         self.warmup = warmup
         self.probe = probe
         self.probe_size = probe_size
+        self.recent_size = recent_size
         self.rule = rule
         self.max_halvings = max_halvings
         self.optimizer_state = optimizer_state
@@ -182,23 +264,24 @@ class StepGuard(BaseEstimator):
         seed = (int(torch.randint(2**31 - 1, (1,), generator=net.generator_))
                 if self.random_state is None else self.random_state)
         self.generator_ = torch.Generator().manual_seed(seed)
-        self.n_steps_ = self.n_scaled_ = self.n_refused_ = self.n_seen_ = 0
+        self.n_steps_ = self.n_scaled_ = self.n_refused_ = 0
+        self.n_seen_ = self.n_seen_recent_ = 0
         self.window_ = deque(maxlen=self.window)
+        empty = (torch.empty(0, 0, device=device),
+                 torch.empty(0, dtype=torch.long, device=device))
+        self.probe_ = _Probe(*empty)
+        self.recent_ = _Probe(*empty)
         if _is_trusted_probe(self.probe):
             X, y = self.probe
             X = check_array(X, dtype=np.float32, input_name="step_guard probe X")
             y = column_or_1d(y)
-            if len(X) != len(y) or not len(X):
+            if len(X) != len(y):
                 raise ValueError(
-                    "The step guard's trusted probe (X, y) needs as many labels as rows "
-                    f"and at least one row; got {len(X)} rows and {len(y)} labels."
+                    "The step guard's trusted probe (X, y) needs as many labels as "
+                    f"rows; got {len(X)} rows and {len(y)} labels."
                 )
-            self.probe_X_ = torch.as_tensor(X, device=device)
-            self.probe_y_ = torch.as_tensor(net.encode_labels(y), device=device)
-        else:
-            self.probe_X_ = torch.empty(0, 0, device=device)
-            self.probe_y_ = torch.empty(0, dtype=torch.long, device=device)
-        self.probe_logits_ = None
+            self.probe_ = _Probe(torch.as_tensor(X, device=device),
+                                 torch.as_tensor(net.encode_labels(y), device=device))
         return self
 
     # ------------------------------------------------------- during a step
@@ -207,8 +290,9 @@ class StepGuard(BaseEstimator):
         """Keep the weights and optimizer state the step starts from."""
         self._params = [p.detach().clone() for p in _parameters(net)]
         self._state = _state_tensors(net.optimizer_)
-        if self.probe_logits_ is None and len(self.probe_X_):
-            self.probe_logits_ = self._probe_logits(net)
+        for probe in (self.probe_, self.recent_):
+            if probe.logits is None and len(probe):
+                probe.logits = _eval_logits(net, probe.X)
 
     def after_step(self, net, step):
         """Measure the step on the probe and pull it back if it must be.
@@ -220,21 +304,22 @@ class StepGuard(BaseEstimator):
         self.n_steps_ += 1
         step.step_scale = 1.0
         step.step_discrepancy = math.nan
-        if len(self.probe_X_):
-            after = self._probe_logits(net)
-            discrepancy, loss_change = self._measure(after)
+        if len(self.probe_):
+            after, after_recent = self._forward(net)
+            discrepancy, loss_change, recent_change = self._measure(after, after_recent)
             step.step_discrepancy = discrepancy
             bound = self._bound()
-            too_large = discrepancy > bound
-            if too_large and (self.rule == "bound" or loss_change > 0):
-                step.step_scale, after = self._pull_back(net, discrepancy, bound)
+            harmful = loss_change > 0 and recent_change > 0
+            if discrepancy > bound and (self.rule == "bound" or harmful):
+                step.step_scale, after, after_recent = self._pull_back(net, discrepancy, bound)
                 self.n_scaled_ += 1
                 self.n_refused_ += step.step_scale == 0.0
             else:
                 self.window_.append(discrepancy)
-            self.probe_logits_ = after
-        if step.step_scale == 1.0:
-            self._add_to_probe(net, step.X_train, step.y_train)
+            self.probe_.logits = after
+            if after_recent is not None:
+                self.recent_.logits = after_recent
+        self._add_rows(net, step.X_train, step.y_train, trained=step.step_scale == 1.0)
         self._params = self._state = None
 
     def _bound(self):
@@ -242,32 +327,37 @@ class StepGuard(BaseEstimator):
             return math.inf
         return self.margin * statistics.median(self.window_)
 
-    def _measure(self, after):
-        """``(D_step, dL)`` of the probe logits ``after`` against the cached ones."""
-        before = self.probe_logits_
-        values = torch.stack((
-            memorization_discrepancy(before, after).mean(),
-            cross_entropy(after, self.probe_y_) - cross_entropy(before, self.probe_y_),
-        ))
-        discrepancy, loss_change = values.tolist()
-        return discrepancy, loss_change
+    def _forward(self, net):
+        """Eval-mode logits of the probe and of the recent rows, in one pass."""
+        if not len(self.recent_):
+            return _eval_logits(net, self.probe_.X), None
+        logits = _eval_logits(net, torch.cat((self.probe_.X, self.recent_.X)))
+        return logits[:len(self.probe_)], logits[len(self.probe_):]
+
+    def _measure(self, after, after_recent):
+        """``(D_step, dL, dL_recent)``; ``dL_recent`` is +inf without recent rows."""
+        values = list(self.probe_.changes(after))
+        if after_recent is not None:
+            values.append(self.recent_.changes(after_recent)[1])
+        values = torch.stack(values).tolist()
+        return tuple(values) if len(values) == 3 else (*values, math.inf)
 
     def _pull_back(self, net, discrepancy, bound):
-        """Scale the step down until it is acceptable; return ``(alpha, logits)``."""
+        """Scale the step down until acceptable; return ``(alpha, logits, recent logits)``."""
         new_params = [p.detach().clone() for p in _parameters(net)]
         new_state = _state_tensors(net.optimizer_)
         alpha = math.sqrt(bound / discrepancy)
         for _ in range(self.max_halvings + 1):
             _interpolate_parameters(net, self._params, new_params, alpha)
-            after = self._probe_logits(net)
-            within, loss_change = self._measure(after)
+            after, after_recent = self._forward(net)
+            within, loss_change, _ = self._measure(after, after_recent)
             if within <= bound and (self.rule != "strict" or loss_change <= 0):
                 self._scale_state(net, new_state, alpha)
-                return alpha, after
+                return alpha, after, after_recent
             alpha /= 2
         _interpolate_parameters(net, self._params, new_params, 0.0)
         _restore_state(net.optimizer_, self._state)
-        return 0.0, self.probe_logits_
+        return 0.0, self.probe_.logits, self.recent_.logits
 
     def _scale_state(self, net, new_state, alpha):
         for (param, name), new in new_state.items():
@@ -282,50 +372,35 @@ class StepGuard(BaseEstimator):
 
     # -------------------------------------------------------------- probe
 
-    def _probe_logits(self, net):
-        with torch.no_grad(), eval_mode(net.module_):
-            return net.module_(self.probe_X_)
-
-    def _add_to_probe(self, net, X, y):
-        """Let the rows just trained on into the probe (not a trusted one)."""
-        if _is_trusted_probe(self.probe) or not len(X):
+    def _add_rows(self, net, X, y, trained):
+        """Let the batch's rows into the recent rows, and into the probe if it trained."""
+        if not len(X):
             return
-        if not len(self.probe_X_):
-            self.probe_X_ = X.new_empty((0, X.shape[1]))
-            self.probe_y_ = y.new_empty(0)
-        if self.probe == "recent":
-            slots, rows = self._recent_slots(len(X))
-        else:
-            slots, rows = self._reservoir_slots(len(X))
-        self.n_seen_ += len(X)
-        if not len(rows):
+        placements = []
+        if self.recent_size:
+            slots, rows = _ring_slots(self.n_seen_recent_, len(X), self.recent_size)
+            placements.append((self.recent_, slots, rows))
+            self.n_seen_recent_ += len(X)
+        if trained and not _is_trusted_probe(self.probe):
+            if self.probe == "recent":
+                slots, rows = _ring_slots(self.n_seen_, len(X), self.probe_size)
+            else:
+                slots, rows = _reservoir_slots(self.n_seen_, len(X), self.probe_size,
+                                               self.generator_)
+            placements.append((self.probe_, slots, rows))
+            self.n_seen_ += len(X)
+        placements = [placement for placement in placements if placement[2]]
+        if not placements:
             return
-        rows = torch.as_tensor(rows, device=X.device)
-        X_new, y_new = X[rows].detach(), y[rows]
-        with torch.no_grad(), eval_mode(net.module_):
-            logits_new = net.module_(X_new)
-        self.probe_X_, self.probe_y_, self.probe_logits_ = _place(
-            (self.probe_X_, self.probe_y_, self.probe_logits_),
-            (X_new, y_new, logits_new), slots)
-
-    def _recent_slots(self, n_rows):
-        """The last ``probe_size`` rows: a ring buffer of slots."""
-        rows = list(range(max(0, n_rows - self.probe_size), n_rows))
-        slots = [(self.n_seen_ + row) % self.probe_size for row in rows]
-        return slots, rows
-
-    def _reservoir_slots(self, n_rows):
-        """Algorithm R (Vitter, 1985): each row seen so far is kept with equal chance."""
-        seen = self.n_seen_ + np.arange(n_rows)
-        draws = (torch.rand(n_rows, generator=self.generator_, dtype=torch.float64)
-                 .numpy() * (seen + 1)).astype(np.int64)
-        slots, rows = {}, {}
-        for row, (count, draw) in enumerate(zip(seen, draws)):
-            slot = count if count < self.probe_size else draw
-            if slot < self.probe_size:
-                rows[slot] = row  # a later row replaces an earlier one in its slot
-        slots = sorted(rows)
-        return slots, [rows[slot] for slot in slots]
+        # One forward pass for the rows of both probes.
+        union = sorted({row for *_, rows in placements for row in rows})
+        position = {row: i for i, row in enumerate(union)}
+        union_index = torch.as_tensor(union, device=X.device)
+        X_new, y_new = X[union_index].detach(), y[union_index]
+        logits_new = _eval_logits(net, X_new)
+        for probe, slots, rows in placements:
+            index = torch.as_tensor([position[row] for row in rows], device=X.device)
+            probe.place(X_new[index], y_new[index], logits_new[index], slots)
 
     # -------------------------------------------------------------- state
 
@@ -335,18 +410,19 @@ class StepGuard(BaseEstimator):
         Returns
         -------
         state : dict
-            The counters, the calibration ``window``, the probe's rows,
-            labels and cached logits, and the reservoir's generator state.
+            The counters, the calibration ``window``, the probe's and the
+            recent rows' inputs, labels and cached logits, and the
+            reservoir's generator state.
         """
         return {
             "n_steps": self.n_steps_,
             "n_scaled": self.n_scaled_,
             "n_refused": self.n_refused_,
             "n_seen": self.n_seen_,
+            "n_seen_recent": self.n_seen_recent_,
             "window": list(self.window_),
-            "probe_X": self.probe_X_,
-            "probe_y": self.probe_y_,
-            "probe_logits": self.probe_logits_,
+            "probe": self.probe_.state_dict(),
+            "recent": self.recent_.state_dict(),
             "generator": self.generator_.get_state(),
         }
 
@@ -365,7 +441,8 @@ class StepGuard(BaseEstimator):
                 f"A StepGuard state has the entries {sorted(expected)}; the one given "
                 "does not. It is corrupt, was edited, or belongs to another object."
             )
-        counts = {name: state[name] for name in ("n_steps", "n_scaled", "n_refused", "n_seen")}
+        names = ("n_steps", "n_scaled", "n_refused", "n_seen", "n_seen_recent")
+        counts = {name: state[name] for name in names}
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                    for v in counts.values()):
             raise ValueError(f"A StepGuard state holds invalid counters {counts}.")
@@ -374,27 +451,27 @@ class StepGuard(BaseEstimator):
                 isinstance(v, float) and math.isfinite(v) and v >= 0 for v in window):
             raise ValueError("A StepGuard state holds a window that is not a list of "
                              "finite non-negative floats.")
-        X, y, logits = state["probe_X"], state["probe_y"], state["probe_logits"]
-        if not (isinstance(X, torch.Tensor) and X.ndim == 2 and X.dtype == self.probe_X_.dtype
-                and isinstance(y, torch.Tensor) and y.ndim == 1 and len(y) == len(X)
-                and len(X) <= max(self.probe_size, len(self.probe_X_))
-                and (logits is None or (isinstance(logits, torch.Tensor)
-                                        and logits.shape[0] == len(X)))):
-            raise ValueError("A StepGuard state holds a probe whose rows, labels and "
-                             "logits do not match.")
+        probe, recent = _Probe(self.probe_.X, self.probe_.y), _Probe(self.recent_.X,
+                                                                      self.recent_.y)
+        size = len(self.probe_) if _is_trusted_probe(self.probe) else self.probe_size
+        probe.load_state_dict(state["probe"], size, "probe")
+        recent.load_state_dict(state["recent"], self.recent_size, "recent rows")
         self.generator_.set_state(state["generator"].cpu())
-        self.n_steps_, self.n_scaled_ = counts["n_steps"], counts["n_scaled"]
-        self.n_refused_, self.n_seen_ = counts["n_refused"], counts["n_seen"]
+        (self.n_steps_, self.n_scaled_, self.n_refused_, self.n_seen_,
+         self.n_seen_recent_) = (counts[name] for name in names)
         self.window_ = deque(window, maxlen=self.window)
-        self.probe_X_, self.probe_y_, self.probe_logits_ = X, y, logits
+        self.probe_, self.recent_ = probe, recent
 
     def to(self, device):
-        """Move the probe to ``device`` in place; return ``self``."""
-        self.probe_X_ = self.probe_X_.to(device)
-        self.probe_y_ = self.probe_y_.to(device)
-        if self.probe_logits_ is not None:
-            self.probe_logits_ = self.probe_logits_.to(device)
+        """Move the probes to ``device`` in place; return ``self``."""
+        self.probe_.to(device)
+        self.recent_.to(device)
         return self
+
+
+def _eval_logits(net, X):
+    with torch.no_grad(), eval_mode(net.module_):
+        return net.module_(X)
 
 
 # ------------------------------------------------------------ optimizer
@@ -432,22 +509,6 @@ def _interpolate_parameters(net, old, new, alpha):
     with torch.no_grad():
         for param, before, after in zip(_parameters(net), old, new):
             param.copy_(torch.lerp(before, after, alpha))
-
-
-def _place(buffers, values, slots):
-    """Write ``values`` into ``buffers`` at ``slots``, growing a buffer that is short."""
-    placed = []
-    n_needed = max(slots) + 1
-    index = torch.as_tensor(slots, device=values[0].device)
-    for buffer, value in zip(buffers, values):
-        if buffer is None:
-            buffer = value.new_zeros((0,) + value.shape[1:])
-        if len(buffer) < n_needed:
-            padding = value.new_zeros((n_needed - len(buffer),) + value.shape[1:])
-            buffer = torch.cat((buffer, padding))
-        buffer[index] = value
-        placed.append(buffer)
-    return tuple(placed)
 
 
 @validate_params(

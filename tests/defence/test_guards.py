@@ -12,7 +12,7 @@ from torch import nn
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
 from dsc_sklearn.defence._net import LOG_FIELDS, DiscrepancyAwareNet
-from dsc_sklearn.defence.guards import StepGuard, make_step_guard
+from dsc_sklearn.defence.guards import StepGuard, _reservoir_slots, make_step_guard
 from dsc_sklearn.defence.modules import MLP
 
 N_FEATURES, N_CLASSES, BATCH = 8, 3, 40
@@ -105,14 +105,14 @@ def test_the_guard_logs_each_step_and_scales_nothing_on_a_clean_stream():
     assert all(d >= 0 for d in discrepancies)
     assert [_field(step, "step_scale") for step in steps] == [1.0] * 12
     assert net.step_guard_.n_scaled_ == 0 and net.step_guard_.n_steps_ == 12
-    assert len(net.step_guard_.probe_X_) == net.step_guard_.probe_size
+    assert len(net.step_guard_.probe_.X) == net.step_guard_.probe_size
 
 
 def test_step_discrepancy_is_the_mean_kl_on_the_probe():
     net = _net(StepGuard(warmup=100))
     _train(net, 2)
     guard = net.step_guard_
-    probe = guard.probe_X_.clone()
+    probe = guard.probe_.X.clone()
     with torch.no_grad():
         before = torch.log_softmax(net.module_(probe), 1)
     X, y = _data(BATCH, seed=3)
@@ -150,7 +150,7 @@ def test_the_pulled_back_step_is_within_the_bound():
     _train(net, 8)
     guard = net.step_guard_
     bound = guard.margin * np.median(guard.window_)
-    probe, cached = guard.probe_X_.clone(), guard.probe_logits_.clone()
+    probe, cached = guard.probe_.X.clone(), guard.probe_.logits.clone()
     net.configure(lr=2.0)
     step = net.train_step(_harmful_batch())
     assert 0 < _field(step, "step_scale") < 1
@@ -187,6 +187,7 @@ def test_a_refused_first_step_leaves_no_optimizer_state():
     net.step_guard_.window_.append(1e-12)
     before = _weights(net)
     step = net.train_step(_harmful_batch())
+    assert len(net.step_guard_.probe_) == BATCH
     assert _field(step, "step_scale") == 0.0
     assert not net.optimizer_.state
     for p, q in zip(net.module_.parameters(), before):
@@ -250,15 +251,11 @@ def test_the_guard_works_with_batchnorm_and_keeps_train_mode():
 def test_the_reservoir_keeps_every_row_with_equal_chance():
     counts = np.zeros(2000)
     for seed in range(200):
-        guard = StepGuard(probe_size=50, random_state=seed)
-        guard.generator_ = torch.Generator().manual_seed(seed)
-        guard.n_seen_ = 0
-        kept = {}
+        generator, kept = torch.Generator().manual_seed(seed), {}
         for start in range(0, 2000, 100):
-            slots, rows = guard._reservoir_slots(100)
+            slots, rows = _reservoir_slots(start, 100, 50, generator)
             for slot, row in zip(slots, rows):
                 kept[slot] = start + row
-            guard.n_seen_ += 100
         counts[list(kept.values())] += 1
     # Each row is kept with probability 50 / 2000 = 2.5 %: early and late alike.
     early, late = counts[:1000].mean() / 200, counts[1000:].mean() / 200
@@ -271,16 +268,42 @@ def test_the_recent_probe_holds_the_last_rows_trained_on():
     for start in range(0, len(X), BATCH):
         net.train_step((torch.as_tensor(X[start:start + BATCH]),
                         torch.as_tensor(y[start:start + BATCH])))
-    kept = {tuple(row) for row in net.step_guard_.probe_X_.numpy().round(5)}
+    kept = {tuple(row) for row in net.step_guard_.probe_.X.numpy().round(5)}
     assert kept == {tuple(row) for row in X[-60:].round(5)}
 
 
-def test_the_probe_cache_equals_the_current_model():
-    net = _net(StepGuard(warmup=3, window=10))
+@pytest.mark.parametrize("recent_size", [0, 50])
+def test_the_probe_caches_equal_the_current_model(recent_size):
+    net = _net(StepGuard(warmup=3, window=10, recent_size=recent_size))
     _train(net, 6)
+    net.configure(lr=2.0)
+    net.train_step(_harmful_batch())  # a scaled step
     guard = net.step_guard_
-    with torch.no_grad():
-        torch.testing.assert_close(guard.probe_logits_, net.module_(guard.probe_X_))
+    assert guard.n_scaled_ == 1
+    assert len(guard.recent_) == recent_size
+    for probe in (guard.probe_, guard.recent_)[:2 if recent_size else 1]:
+        with torch.no_grad():
+            torch.testing.assert_close(probe.logits, net.module_(probe.X)[:len(probe)])
+
+
+def test_recent_rows_enter_even_from_a_scaled_step():
+    net = _net(StepGuard(warmup=3, window=10, recent_size=BATCH))
+    _train(net, 6)
+    net.configure(lr=2.0)
+    X, y = _harmful_batch()
+    step = net.train_step((X, y))
+    assert _field(step, "step_scale") < 1
+    assert torch.equal(net.step_guard_.recent_.X, X)
+
+
+def test_a_step_that_helps_the_recent_rows_is_not_harmful():
+    """A sustained shift: once the recent rows are shifted, learning them passes."""
+    net = _net(StepGuard(warmup=3, window=10, recent_size=BATCH))
+    _train(net, 8)
+    X, y = _harmful_batch()
+    net.configure(lr=2.0)
+    scales = [_field(net.train_step((X, y)), "step_scale") for _ in range(3)]
+    assert scales[0] < 1 and scales[-1] == 1.0
 
 
 def test_a_trusted_probe_is_encoded_and_never_changes():
@@ -291,8 +314,8 @@ def test_a_trusted_probe_is_encoded_and_never_changes():
         batch_size=BATCH, random_state=0, step_guard=StepGuard(probe=(X_probe, y_probe)))
     clf.partial_fit(X, labels[y], classes=labels)
     guard = clf.net_.step_guard_
-    assert torch.equal(guard.probe_X_, torch.as_tensor(X_probe))
-    assert guard.probe_y_.tolist() == y[:30].tolist()
+    assert torch.equal(guard.probe_.X, torch.as_tensor(X_probe))
+    assert guard.probe_.y.tolist() == y[:30].tolist()
     assert all(math.isfinite(record["step_discrepancy"]) for record in clf.stream_log_)
     with pytest.raises(ValueError, match=r"\['z'\] are not among"):
         DiscrepancyAwareOnlineClassifier(step_guard=StepGuard(probe=(X_probe, ["z"] * 30))
@@ -344,7 +367,7 @@ def test_the_guard_state_round_trips_and_the_stream_continues_exactly(round_trip
         restored = clone(clf).load_params(buffer)
     saved, loaded = clf.net_.step_guard_.state_dict(), restored.net_.step_guard_.state_dict()
     assert saved["window"] == loaded["window"]
-    assert torch.equal(saved["probe_X"], loaded["probe_X"])
+    assert torch.equal(saved["probe"]["X"], loaded["probe"]["X"])
     assert torch.equal(saved["generator"], loaded["generator"])
     _stream(clf, X, y, 400, 800)
     _stream(restored, X, y, 400, 800)
@@ -365,7 +388,7 @@ def test_load_state_dict_refuses_a_forged_state():
     with pytest.raises(ValueError, match="window"):
         guard.load_state_dict({**state, "window": [math.nan]})
     with pytest.raises(ValueError, match="probe"):
-        guard.load_state_dict({**state, "probe_y": state["probe_y"][:3]})
+        guard.load_state_dict({**state, "probe": {**state["probe"], "y": state["probe"]["y"][:3]}})
     assert guard.margin == 2.0 and guard.n_steps_ == 4
 
 
