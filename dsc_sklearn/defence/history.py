@@ -6,6 +6,7 @@ import torch
 from torch.func import vmap
 
 from .._torch import call_with_state, cast_floating, eval_mode
+from ._state import check_count, check_keys, check_like
 from .discrepancy import REFERENCES
 
 __all__ = ["SnapshotBuffer"]
@@ -181,20 +182,67 @@ class SnapshotBuffer:
             "snapshots": [dict(state) for state in self._snapshots],
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state, reference=None):
         """Restore the snapshots and the clock saved by :meth:`state_dict`.
 
-        The buffer keeps its own ``history_size`` and ``snapshot_every``;
-        when it holds fewer snapshots than ``state``, the newest are kept.
-        The tensors are copied as they are: move them to the module's device
-        first (``torch.load(..., map_location=device)``).
+        The state is checked before anything changes, so a state that is
+        refused leaves the buffer as it was. The buffer keeps its own
+        ``history_size`` and ``snapshot_every`` (a state never carries
+        configuration); when ``state`` holds more than ``history_size``
+        snapshots, the newest are kept.
+
+        Parameters
+        ----------
+        state : dict
+            What :meth:`state_dict` returned: ``n_steps``, a non-negative
+            int, and ``snapshots``, a non-empty list of state dicts.
+        reference : dict of str to torch.Tensor, default=None
+            The state dict every snapshot must match, entry for entry, in
+            shape and dtype, e.g. ``module.state_dict()``; the snapshots are
+            copied to its tensors' devices. ``None`` compares them with the
+            newest snapshot the buffer holds (the module's weights when the
+            buffer was filled from it), or, in an empty buffer, with one
+            another; the tensors are then copied as they are: move them to
+            the module's device first (``torch.load(...,
+            map_location=device)``).
+
+        Raises
+        ------
+        ValueError
+            When an entry is missing, unexpected, of the wrong type, or a
+            snapshot does not match the reference; the buffer is then left
+            as it was.
         """
-        self.n_steps_ = int(state["n_steps"])
+        check_keys(state, {"n_steps", "snapshots"}, self)
+        n_steps = check_count(state["n_steps"], "n_steps", self)
+        snapshots = state["snapshots"]
+        if not isinstance(snapshots, (list, tuple)):
+            raise ValueError(
+                f"The state of a {type(self).__name__} holds a "
+                f"{type(snapshots).__name__} where a list of snapshots belongs; the "
+                "state is corrupt or was edited."
+            )
+        if not snapshots:
+            raise ValueError(
+                f"The state of a {type(self).__name__} holds no snapshot, but the "
+                "defence needs at least one to compare the model with (the buffer "
+                "always holds the initial weights); the state is corrupt or was "
+                "edited."
+            )
+        if reference is None and self._snapshots:
+            reference = self._snapshots[-1]
+        for index, snapshot in enumerate(snapshots):
+            check_like(snapshot, snapshot if reference is None else reference,
+                       f"Snapshot {index} of the state of a {type(self).__name__}")
+            if reference is None:
+                reference = snapshot
         self._snapshots = deque(
-            ({name: tensor.detach().clone() for name, tensor in snapshot.items()}
-             for snapshot in state["snapshots"]),
+            ({name: tensor.detach().to(reference[name].device, copy=True)
+              for name, tensor in snapshot.items()}
+             for snapshot in snapshots[-self.history_size:]),
             maxlen=self.history_size,
         )
+        self.n_steps_ = n_steps
         self._stacked = None
 
     def __getstate__(self):

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from .._torch import constant
+from ._state import check_count as _check_count
+from ._state import check_keys
 
 __all__ = [
     "AutoThreshold",
@@ -86,15 +88,6 @@ def _largest(values, k, quantile, window):
     n_full = numel * (window or 1)
     keep = min(numel, max(k, _n_largest(n_full, quantile)[0]))
     return torch.topk(values.reshape(-1), keep).values
-
-
-def _check_count(value, name, owner):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(
-            f"The state of {type(owner).__name__} holds {name}={value!r}; it must be "
-            "a non-negative int. The state is corrupt or was edited."
-        )
-    return int(value)
 
 
 class ThresholdPolicy(ABC):
@@ -167,13 +160,7 @@ class ThresholdPolicy(ABC):
         return self
 
     def _check_keys(self, state, expected):
-        if not isinstance(state, dict) or set(state) != set(expected):
-            found = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(
-                f"The state of a {type(self).__name__} has the entries "
-                f"{sorted(expected)}, but the one given has {found}. The state is "
-                "corrupt, was edited, or belongs to another policy."
-            )
+        check_keys(state, expected, self)
 
 
 class FixedThreshold(ThresholdPolicy):
@@ -362,6 +349,14 @@ class AutoThreshold(ThresholdPolicy):
             raise ValueError(
                 f"The state of an {type(self).__name__} holds a window that is not a "
                 "list of 1-D float32 tensors; the state is corrupt or was edited."
+            )
+        if not all(bool(values.isfinite().all()) for values in window):
+            # NaN would make the threshold NaN, inf could make it inf: nothing
+            # would ever be flagged again.
+            raise ValueError(
+                f"The state of an {type(self).__name__} holds non-finite statistics "
+                "in its window, which would switch detection off; the state is "
+                "corrupt or was edited."
             )
         history = deque((values.detach().clone() for values in window), maxlen=self.window)
         largest = deque((torch.empty(0) for _ in history), maxlen=self.window)

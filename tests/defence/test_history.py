@@ -262,3 +262,105 @@ def test_eval_mode_restores_mode_even_on_error():
     with eval_mode(module):
         pass
     assert not module.training
+
+
+# ------------------------------------------------ load_state_dict checks
+
+def _saved_state(n_snapshots=2):
+    module = _mlp()
+    buffer = _filled_buffer(module, n_snapshots=n_snapshots)
+    buffer.n_steps_ = 7
+    return module, buffer.state_dict()
+
+
+def _forged(state, change):
+    snapshots = [dict(snapshot) for snapshot in state["snapshots"]]
+    forged = {"n_steps": state["n_steps"], "snapshots": snapshots}
+    replaced = change(forged, snapshots)
+    return forged if replaced is None else replaced
+
+
+def _set(key, value):
+    def change(state, snapshots):
+        state[key] = value
+    return change
+
+
+def _edit_first(edit):
+    def change(state, snapshots):
+        edit(snapshots[0])
+    return change
+
+
+FORGED_BUFFER_STATES = {
+    "not a dict": (lambda state, snapshots: list(state.items()), "has the entries"),
+    "missing n_steps": (lambda state, snapshots: state.pop("n_steps"), "has the entries"),
+    "extra entry (configuration)": (_set("history_size", 10**6), "has the entries"),
+    "negative n_steps": (_set("n_steps", -1), "n_steps=-1"),
+    "bool n_steps": (_set("n_steps", True), "n_steps=True"),
+    "float n_steps": (_set("n_steps", 2.5), "n_steps=2.5"),
+    "tensor n_steps": (_set("n_steps", torch.tensor(3)), "n_steps="),
+    "empty buffer": (_set("snapshots", []), "no snapshot"),
+    "snapshots not a list": (_set("snapshots", {"0": {}}), "list of snapshots"),
+    "snapshot not a dict": (_set("snapshots", [torch.zeros(3)]), "not a dict"),
+    "missing tensor": (_edit_first(lambda s: s.pop("0.bias")), r"missing \['0.bias'\]"),
+    "unexpected tensor": (_edit_first(lambda s: s.update(extra=torch.zeros(1))),
+                          r"unexpected \['extra'\]"),
+    "non-tensor value": (_edit_first(lambda s: s.update({"0.bias": [0.0] * 6})),
+                         "list as '0.bias'"),
+    "wrong shape": (_edit_first(lambda s: s.update({"0.bias": torch.zeros(7)})),
+                    r"shape \(7,\)"),
+    "float64 snapshot": (_edit_first(lambda s: s.update({"0.bias": s["0.bias"].double()})),
+                         "dtype torch.float64"),
+    "integer snapshot": (_edit_first(lambda s: s.update({"0.bias": s["0.bias"].long()})),
+                         "dtype torch.int64"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED_BUFFER_STATES))
+def test_load_state_dict_refuses_a_forged_state_and_changes_nothing(case, X):
+    module, saved = _saved_state()
+    change, message = FORGED_BUFFER_STATES[case]
+    forged = _forged(saved, change)
+    buffer = _filled_buffer(module, n_snapshots=1)
+    buffer.n_steps_ = 3
+    before = buffer.reference_logits(module, X, "all")
+    with pytest.raises(ValueError, match=message):
+        buffer.load_state_dict(forged)
+    assert buffer.n_steps_ == 3 and len(buffer) == 1
+    torch.testing.assert_close(buffer.reference_logits(module, X, "all"), before)
+
+
+def test_load_state_dict_checks_against_the_given_reference():
+    module, saved = _saved_state()
+    other = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5))
+    empty = SnapshotBuffer(history_size=4, snapshot_every=1)
+    with pytest.raises(ValueError, match=r"'2.weight' with shape \(3, 6\)"):
+        empty.load_state_dict(saved, reference=other.state_dict())
+    assert len(empty) == 0
+    empty.load_state_dict(saved, reference=module.state_dict())
+    assert len(empty) == 2 and empty.n_steps_ == 7
+
+
+def test_load_state_dict_into_an_empty_buffer_checks_the_snapshots_agree():
+    module, saved = _saved_state()
+    mixed = {**saved, "snapshots": [saved["snapshots"][0],
+                                    {**saved["snapshots"][1],
+                                     "0.weight": torch.zeros(6, 5)}]}
+    empty = SnapshotBuffer(history_size=4, snapshot_every=1)
+    with pytest.raises(ValueError, match="Snapshot 1 of the state"):
+        empty.load_state_dict(mixed)
+    assert len(empty) == 0
+
+
+def test_load_state_dict_keeps_the_newest_history_size_snapshots(X):
+    module, saved = _saved_state(n_snapshots=4)
+    small = _filled_buffer(module, n_snapshots=1, history_size=2)
+    small.load_state_dict(saved)
+    assert len(small) == 2 and small.history_size == 2 and small.n_steps_ == 7
+    for kept, newest in zip(small.snapshots, saved["snapshots"][-2:]):
+        for name in newest:
+            assert torch.equal(kept[name], newest[name])
+            assert kept[name] is not newest[name]  # copied
+    small.snapshot(module)
+    assert len(small) == 2  # the bound stays the buffer's own

@@ -197,3 +197,109 @@ def test_make_threshold_callable():
 def test_make_threshold_rejects_invalid_values(value):
     with pytest.raises(ValueError, match="threshold must be"):
         make_threshold(value)
+
+
+# ------------------------------------------------ load_state_dict checks
+
+def _calibrated(**params):
+    policy = AutoThreshold(warmup=2, window=3, **params)
+    for step in range(4):
+        values = torch.linspace(0.0, 1.0 + step, 101)
+        policy.update(values, policy.flag(values))
+    return policy
+
+
+def _policy_view(policy):
+    return (policy.n_updates_, [v.clone() for v in getattr(policy, "_history", ())],
+            float(policy.current()))
+
+
+def _assert_same_view(a, b):
+    assert a[0] == b[0] and a[2] == b[2] and len(a[1]) == len(b[1])
+    assert all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("warmup", 10**9, "has the entries"),  # would switch detection off
+    ("quantile", 1.0, "has the entries"),
+    # "window" is also the name of the state's calibration window.
+    ("window", 10**6, "list of 1-D float32 tensors"),
+    ("max_flagged_fraction", 0.0, "has the entries"),
+])
+def test_auto_threshold_refuses_configuration_in_its_state(key, value, message):
+    policy = _calibrated()
+    before = _policy_view(policy)
+    with pytest.raises(ValueError, match=message):
+        policy.load_state_dict({**policy.state_dict(), key: value})
+    _assert_same_view(before, _policy_view(policy))
+    assert (policy.warmup, policy.quantile, policy.window) == (2, 0.99, 3)
+
+
+@pytest.mark.parametrize("make", [lambda: FixedThreshold(0.3),
+                                  lambda: ScheduleThreshold(linear_schedule())],
+                         ids=["fixed", "schedule"])
+@pytest.mark.parametrize("key, value", [("value", 1e9), ("schedule", None), ("step", 10**9)])
+def test_fixed_and_schedule_thresholds_refuse_configuration_in_their_state(make, key,
+                                                                           value):
+    policy = make()
+    policy.update(torch.tensor([0.1]), torch.tensor([False]))
+    before = float(policy.current())
+    with pytest.raises(ValueError, match="has the entries"):
+        policy.load_state_dict({**policy.state_dict(), key: value})
+    assert policy.n_updates_ == 1 and float(policy.current()) == before
+
+
+def test_auto_threshold_recomputes_a_forged_value_with_its_own_quantile():
+    policy = _calibrated()
+    state = policy.state_dict()
+    restored = AutoThreshold(warmup=2, window=3, quantile=0.5)
+    restored.load_state_dict({**state, "value": torch.tensor(1e9)})
+    assert float(restored.current()) == pytest.approx(
+        float(torch.quantile(torch.cat(state["window"]), 0.5)))
+
+
+def test_auto_threshold_keeps_the_newest_window_batches():
+    state = _calibrated().state_dict()
+    small = AutoThreshold(warmup=2, window=2)
+    small.load_state_dict(state)
+    assert len(small._history) == 2 and small._history.maxlen == 2
+    assert all(torch.equal(a, b) for a, b in zip(small._history, state["window"][-2:]))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (float("nan"), "non-finite"),
+    (float("inf"), "non-finite"),
+])
+def test_auto_threshold_refuses_a_non_finite_window(bad, message):
+    """A NaN in the window makes the threshold NaN: nothing would ever be flagged."""
+    policy = _calibrated()
+    state = policy.state_dict()
+    window = [values.clone() for values in state["window"]]
+    window[0][3] = bad
+    before = _policy_view(policy)
+    with pytest.raises(ValueError, match=message):
+        policy.load_state_dict({**state, "window": window})
+    _assert_same_view(before, _policy_view(policy))
+
+
+@pytest.mark.parametrize("window, message", [
+    ("not a list", "list of 1-D float32 tensors"),
+    ([torch.zeros(3, dtype=torch.float64)], "list of 1-D float32 tensors"),
+    ([torch.zeros(2, 2)], "list of 1-D float32 tensors"),
+    ([[0.1, 0.2]], "list of 1-D float32 tensors"),
+])
+def test_auto_threshold_refuses_a_window_of_the_wrong_type(window, message):
+    policy = _calibrated()
+    before = _policy_view(policy)
+    with pytest.raises(ValueError, match=message):
+        policy.load_state_dict({**policy.state_dict(), "window": window})
+    _assert_same_view(before, _policy_view(policy))
+
+
+@pytest.mark.parametrize("n_updates", [-1, True, 1.5, "3", None, torch.tensor(3)])
+def test_policies_refuse_a_bad_update_count(n_updates):
+    for policy in (_calibrated(), FixedThreshold(0.1)):
+        before = policy.n_updates_
+        with pytest.raises(ValueError, match="non-negative int"):
+            policy.load_state_dict({**policy.state_dict(), "n_updates": n_updates})
+        assert policy.n_updates_ == before
