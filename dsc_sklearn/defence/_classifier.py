@@ -4,7 +4,6 @@ import copy
 import inspect
 import numbers
 import os
-import pickle
 from collections import deque
 from contextlib import contextmanager
 
@@ -22,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from .._torch import eval_mode
 from ._net import LOG_FIELDS, DiscrepancyAwareNet
 from ._params import DEFENCE_PARAMETERS, PARAMETERS, estimator_init
-from ._persistence import estimator_state, load_estimator_state
+from ._persistence import estimator_state, load_estimator_state, read_checkpoint
 from .discrepancy import REFERENCES
 from .modules import MLP
 
@@ -591,7 +590,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        f : str, os.PathLike or file-like object
+        f : str, os.PathLike or binary file-like object
             A file written by :meth:`save_params`; read with
             ``torch.load(f, weights_only=True)``, which runs no code from it.
 
@@ -602,11 +601,16 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
         Raises
         ------
+        FileNotFoundError, PermissionError
+            When ``f`` names no file, or one that may not be read.
         ValueError
-            When the file is not a checkpoint of this class, or does not
-            match the estimator: another architecture, threshold policy, or,
-            for a fitted estimator, other classes or number of features. The
-            estimator is then left as it was.
+            When the file is not a checkpoint of this class (an empty,
+            truncated or corrupt file, a directory, a pickle, an edited
+            checkpoint), or does not match the estimator: another
+            architecture, threshold policy, or, for a fitted estimator,
+            other classes or number of features. The estimator is then left
+            as it was. A checkpoint never changes the configuration: every
+            parameter, including the optimizer's, stays this estimator's.
 
         Examples
         --------
@@ -631,16 +635,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             )
         source = (f"The file {os.fspath(f)!r}" if isinstance(f, (str, os.PathLike))
                   else "The checkpoint")
-        try:
-            payload = torch.load(f, map_location=device, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError) as exc:
-            raise ValueError(
-                f"{source} is not a checkpoint written by save_params: "
-                f"torch.load(weights_only=True) refused it ({exc}). A pickle or "
-                "joblib file of the estimator loads with pickle.load or "
-                "joblib.load, which run code from the file: use them only on "
-                "files you trust."
-            ) from exc
+        payload = read_checkpoint(f, map_location=device, source=source)
         return load_estimator_state(self, payload, source)
 
     def __setstate__(self, state):

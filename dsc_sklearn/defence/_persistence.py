@@ -19,24 +19,43 @@ reads it without running any code from the file. The layout, version 2::
                        buffer, the threshold policies, the generator, ...)
 
 Everything that is configuration (the architecture, a threshold schedule,
-the defence parameters) comes from the estimator that loads the file, which
-must be constructed with the same parameters; the file brings the state,
-and each component checks the state it is given
-(``load_state_dict``), so a file cannot change a component's configuration.
+the defence parameters, the optimizer's hyper-parameters) comes from the
+estimator that loads the file, which must be constructed with the same
+parameters; the file brings the state, and each component checks the state
+it is given (``load_state_dict``), so a file cannot change a component's
+configuration.
+
+Loading never trusts the file. :func:`read_checkpoint` checks the zip
+archive (every record's CRC-32) before :func:`torch.load` reads it, so an
+empty, truncated or corrupt file is a :class:`ValueError` that chains the
+original error; :func:`load_estimator_state` checks every entry (types,
+counts, shapes and dtypes against the module's state dict, the optimizer's
+parameters) before the estimator changes, so a forged file is refused with
+a :class:`ValueError` that names the entry, and the estimator is left as
+it was.
 """
 
+import io
+import numbers
+import os
 import warnings
+import zipfile
 from collections import deque
 
 import numpy as np
 import torch
 from skorch.history import History
 
+from ._net import LOG_FIELDS
+from ._state import check_like
+from .history import SnapshotBuffer
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "estimator_state",
     "load_estimator_state",
+    "read_checkpoint",
 ]
 
 #: Value of the ``format`` entry of a checkpoint.
@@ -48,6 +67,11 @@ FORMAT_VERSION = 2
 # checkpoint may be loaded by an estimator whose values differ.
 _UNCOMPARED_PARAMS = ("device", "verbose", "random_state", "max_epochs")
 _PLAIN_SCALARS = (bool, int, float, str, type(None))
+# The entries of a checkpoint, and of its counters.
+_ENTRIES = ("format", "format_version", "library_version", "params", "classes",
+            "n_features_in", "feature_names_in", "counters", "stream_log",
+            "last_flagged", "net")
+_COUNTERS = ("n_batches_seen", "n_samples_seen", "n_flagged")
 
 
 # ------------------------------------------------------------- plain values
@@ -113,9 +137,14 @@ def _component_state(component, name):
     return {"type": _kind(component), "state": _plain(state, f"The net's {name}")}
 
 
-def _load_component_state(component, saved, name, source):
+def _load_component_state(net, name, saved, source):
+    """Load one state attribute; every failure is a ValueError naming it."""
+    component = getattr(net, name, None)
+    if saved is not None and (not isinstance(saved, dict) or set(saved) != {"type", "state"}):
+        raise _corrupt(source, f"the net's {name} is saved as {_describe(saved)}, not "
+                               "as an entry {'type': ..., 'state': ...}")
     kind = _kind(component)
-    saved_kind = saved.get("type") if isinstance(saved, dict) else None
+    saved_kind = None if saved is None else saved["type"]
     if kind != saved_kind:
         raise ValueError(
             f"{source} holds a {saved_kind} as the net's {name}, but this "
@@ -125,10 +154,26 @@ def _load_component_state(component, saved, name, source):
         )
     if component is None:
         return
-    if isinstance(component, torch.Generator):
-        component.set_state(saved["state"].cpu())
-    else:
-        component.load_state_dict(saved["state"])
+    state = saved["state"]
+    try:
+        if isinstance(component, torch.Generator):
+            expected = component.get_state()
+            if not (isinstance(state, torch.Tensor) and state.dtype == expected.dtype
+                    and state.shape == expected.shape):
+                raise ValueError(
+                    f"a generator state is a {expected.dtype} tensor of shape "
+                    f"{tuple(expected.shape)}, not {_describe(state)}."
+                )
+            component.set_state(state.cpu())
+        elif isinstance(component, SnapshotBuffer):
+            component.load_state_dict(state, reference=net.module_.state_dict())
+        else:
+            component.load_state_dict(state)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+        raise ValueError(
+            f"{source} holds a state the net's {name} refuses: {exc} Save the "
+            "estimator again with save_params."
+        ) from exc
 
 
 # ---------------------------------------------------------------- save side
@@ -170,11 +215,7 @@ def estimator_state(estimator):
         "classes": _classes_entry(estimator.classes_),
         "n_features_in": int(estimator.n_features_in_),
         "feature_names_in": None if feature_names is None else feature_names.tolist(),
-        "counters": {
-            "n_batches_seen": int(estimator.n_batches_seen_),
-            "n_samples_seen": int(estimator.n_samples_seen_),
-            "n_flagged": int(estimator.n_flagged_),
-        },
+        "counters": {name: int(getattr(estimator, name + "_")) for name in _COUNTERS},
         "stream_log": _plain(list(estimator.stream_log_), "stream_log_"),
         "last_flagged": torch.from_numpy(
             np.asarray(getattr(estimator, "last_flagged_", np.zeros(0, bool)), dtype=bool)
@@ -189,7 +230,102 @@ def estimator_state(estimator):
     }
 
 
+# ---------------------------------------------------------------- read side
+
+def read_checkpoint(f, map_location=None, source="The checkpoint"):
+    """The payload of a file written by ``save_params``, read without running code.
+
+    The file is read once, checked as a zip archive (each record against
+    the CRC-32 that :func:`torch.save` writes by default), then loaded
+    with ``torch.load(..., weights_only=True)``.
+
+    Parameters
+    ----------
+    f : str, os.PathLike or binary file-like object
+        Read from its current position to its end.
+    map_location : torch.device, default=None
+        Where the tensors go, as in :func:`torch.load`.
+    source : str, default="The checkpoint"
+        How error messages name the file.
+
+    Returns
+    -------
+    payload : object
+        What the file holds; :func:`load_estimator_state` checks it.
+
+    Raises
+    ------
+    FileNotFoundError, PermissionError
+        When the path names no file, or one that may not be read: these
+        are left as :func:`open` raises them.
+    ValueError
+        For anything else that cannot be read: an empty, truncated or
+        corrupt file, a directory, another zip archive, a pickle. The
+        original exception is chained.
+    """
+    try:
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, "rb") as file:
+                data = file.read()
+        else:
+            data = f.read()
+        if not isinstance(data, bytes):
+            raise TypeError(f"reading it returned a {type(data).__name__}, not bytes: "
+                            "open the file in binary mode ('rb')")
+        _check_archive(data)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except (FileNotFoundError, PermissionError, MemoryError):
+        raise
+    except Exception as exc:
+        raise ValueError(
+            f"{source} is not a checkpoint written by save_params, or it is "
+            f"truncated or corrupt: reading it failed with {type(exc).__name__}: {exc}. "
+            "load_params reads files with torch.load(weights_only=True), which runs "
+            "no code from them. A pickle or joblib file of the estimator loads with "
+            "pickle.load or joblib.load, which run code from the file: use them only "
+            "on files you trust."
+        ) from exc
+
+
+def _check_archive(data):
+    """Check ``data`` as the uncompressed zip archive :func:`torch.save` writes."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        records = archive.infolist()
+        compressed = [record.filename for record in records
+                      if record.compress_type != zipfile.ZIP_STORED]
+        if compressed:
+            raise zipfile.BadZipFile(f"torch.save stores records uncompressed, but "
+                                     f"{compressed[:3]} are compressed")
+        # torch.save writes a CRC-32 of every record unless
+        # torch.serialization.set_crc32_options(False); it then writes zeros.
+        if any(record.CRC for record in records):
+            for record in records:
+                archive.read(record)  # BadZipFile on a CRC mismatch
+
+
 # ---------------------------------------------------------------- load side
+
+def _corrupt(source, problem):
+    return ValueError(
+        f"{source} is corrupt or was edited: {problem}. Save the estimator again "
+        "with save_params."
+    )
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"{value!r}"[:80] if isinstance(value, _PLAIN_SCALARS) else (
+        f"a {type(value).__name__}")
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 
 def _check_payload(payload, source):
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -200,12 +336,122 @@ def _check_payload(payload, source):
             "use torch.load for plain state dicts."
         )
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not _is_int(version) or version < 1:
+        raise _corrupt(source, f"its format version is {_describe(version)}, not an int")
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{source} uses checkpoint format version {version!r}, but this "
             f"version of dsc_sklearn reads versions up to {FORMAT_VERSION}. "
             "Upgrade dsc_sklearn to load it."
         )
+    if version < FORMAT_VERSION:
+        raise ValueError(
+            f"{source} uses checkpoint format version {version!r}, written by "
+            f"dsc_sklearn {payload.get('library_version')!r}; this version reads "
+            f"version {FORMAT_VERSION} only. Load it with the version that wrote it, "
+            "or train again."
+        )
+    missing = [name for name in _ENTRIES if name not in payload]
+    if missing:
+        raise ValueError(
+            f"{source} lacks the entry {missing[0]!r}: it is incomplete or was "
+            "edited. Save the estimator again with save_params."
+        )
+    unexpected = sorted(set(payload) - set(_ENTRIES), key=repr)
+    if unexpected:
+        raise _corrupt(source, f"it holds the unexpected entries {unexpected}")
+    if not isinstance(payload["library_version"], str):
+        raise _corrupt(source, "its library_version is not a string")
+    params = payload["params"]
+    if not (isinstance(params, dict) and all(isinstance(name, str) for name in params)
+            and all(_is_plain_param(value) for value in params.values())):
+        raise _corrupt(source, "its params entry is not a dict of plain values "
+                               "(numbers, strings, lists)")
+
+
+def _checked_classes(entry, source):
+    if not isinstance(entry, dict) or set(entry) != {"values", "dtype"}:
+        raise _corrupt(source, "its classes entry is not {'values': list, 'dtype': str}")
+    values, dtype = entry["values"], entry["dtype"]
+    if not (isinstance(values, list) and isinstance(dtype, str) and all(
+            isinstance(value, _PLAIN_SCALARS) and value is not None for value in values)):
+        raise _corrupt(source, "its classes entry is not a list of plain labels and "
+                               "a dtype string")
+    try:
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "biufUO":
+            raise TypeError(f"{dtype} is not a dtype of class labels")
+        classes = np.asarray(values, dtype=dtype)
+        unique = np.unique(classes)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _corrupt(source, f"its classes cannot be read back ({exc})") from exc
+    if len(classes) < 2:
+        raise _corrupt(source, f"it holds the classes {values}; a classifier has at "
+                               "least two")
+    if dtype.kind == "f" and not np.isfinite(classes).all():
+        raise _corrupt(source, f"its classes {values} hold NaN or infinity")
+    if len(unique) != len(classes) or not np.array_equal(unique, classes):
+        raise _corrupt(source, f"its classes {values} are not sorted and unique, as "
+                               "classes_ always is")
+    return classes
+
+
+def _checked_features(payload, source):
+    n_features = payload["n_features_in"]
+    if not _is_int(n_features) or n_features < 1:
+        raise _corrupt(source, f"its n_features_in is {_describe(n_features)}, not a "
+                               "positive int")
+    names = payload["feature_names_in"]
+    if names is not None and not (
+            isinstance(names, list) and len(names) == n_features
+            and all(isinstance(name, str) for name in names)):
+        raise _corrupt(source, f"its feature_names_in is not None nor a list of "
+                               f"{n_features} strings")
+    return int(n_features), names
+
+
+def _checked_counters(counters, source):
+    if not isinstance(counters, dict) or set(counters) != set(_COUNTERS):
+        found = (f"the entries {sorted(counters, key=repr)}" if isinstance(counters, dict)
+                 else _describe(counters))
+        raise _corrupt(source, f"its counters are {found}, not the entries "
+                               f"{list(_COUNTERS)}")
+    for name in _COUNTERS:
+        if not _is_int(counters[name]) or counters[name] < 0:
+            raise _corrupt(source, f"its counters hold {name}={_describe(counters[name])}, "
+                                   "not a non-negative int")
+    values = {name: int(counters[name]) for name in _COUNTERS}
+    if max(values["n_batches_seen"], values["n_flagged"]) > values["n_samples_seen"]:
+        raise _corrupt(source, f"its counters {values} count more batches or flagged "
+                               "samples than samples")
+    return values
+
+
+def _checked_stream_log(records, source):
+    fields = {"step", *LOG_FIELDS}
+    counts = ("step", "n_flagged", "n_correction_steps")
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise _corrupt(source, "its stream_log is not a list of dicts")
+    for index, record in enumerate(records):
+        unknown = sorted(set(record) - fields, key=repr)
+        # Older files may lack fields added since; every record has a step.
+        if unknown or "step" not in record:
+            raise _corrupt(source, f"record {index} of its stream_log has the fields "
+                                   f"{sorted(record, key=repr)}, not step and some of "
+                                   f"{list(LOG_FIELDS)}")
+        for name, value in record.items():
+            if not (_is_int(value) and value >= 0 if name in counts else _is_number(value)):
+                raise _corrupt(source, f"record {index} of its stream_log holds "
+                                       f"{name}={_describe(value)}")
+    return records
+
+
+def _checked_last_flagged(flags, source):
+    if not (isinstance(flags, torch.Tensor) and flags.dtype == torch.bool
+            and flags.ndim == 1):
+        raise _corrupt(source, f"its last_flagged is {_describe(flags)}, not a 1-D "
+                               "bool tensor")
+    return flags.cpu().numpy().astype(bool)
 
 
 def _check_matches_fitted(estimator, classes, n_features, source):
@@ -225,10 +471,13 @@ def _check_matches_fitted(estimator, classes, n_features, source):
         )
 
 
-def _warn_about_params(estimator, saved, source):
+def _changed_params(estimator, saved):
     current = _comparable_params(estimator)
-    changed = {name: (saved[name], current[name]) for name in saved
-               if name in current and saved[name] != current[name]}
+    return {name: (saved[name], current[name]) for name in saved
+            if name in current and saved[name] != current[name]}
+
+
+def _warn_about_params(changed, source):
     if changed:
         listed = ", ".join(f"{name}={old!r} (now {new!r})"
                            for name, (old, new) in sorted(changed.items()))
@@ -241,38 +490,115 @@ def _warn_about_params(estimator, saved, source):
             UserWarning,
             stacklevel=4,
         )
-    return changed
 
 
-def _load_net_state(net, saved, source, changed):
+def _load_module(net, saved, source, changed):
     hint = ""
     if changed:
         hint = f" These parameters differ from the saved ones: {sorted(changed)}."
     try:
-        net.module_.load_state_dict(saved["module"])
-        net.optimizer_.load_state_dict(saved["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as exc:
+        check_like(saved, net.module_.state_dict(), "its module state dict")
+        net.module_.load_state_dict(saved)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(
             f"{source} holds a different architecture than the module this "
-            "estimator builds: construct it with the same module and "
-            f"hidden_layer_sizes as the saved one.{hint} torch said: {exc}"
+            "estimator builds (or the file was edited): construct it with the same "
+            f"module and hidden_layer_sizes as the saved one.{hint} {exc}"
         ) from exc
-    reference = {name: tensor.shape for name, tensor in net.module_.state_dict().items()}
-    for snapshot in saved["state"]["snapshots_"]["state"]["snapshots"]:
-        if {name: tensor.shape for name, tensor in snapshot.items()} != reference:
-            raise ValueError(
-                f"{source} holds snapshots whose tensors do not match the "
-                "module's state dict; the file is corrupt or was edited."
-            )
-    names = set(net.state_attributes) | set(saved["state"])
-    for name in sorted(names):
-        _load_component_state(getattr(net, name, None), saved["state"].get(name), name,
-                              source)
-    net.history = History(saved["history"])
+
+
+def _same_ids(ids, expected):
+    return (isinstance(ids, list) and all(_is_int(index) for index in ids)
+            and ids == expected)
+
+
+def _load_optimizer(optimizer, saved, source):
+    """Load the optimizer's learned state; its hyper-parameters stay the estimator's.
+
+    ``param_groups`` in the file (``lr``, ``momentum``, ``weight_decay``,
+    ``maximize``, ...) are configuration: they are checked for the same
+    parameters and otherwise ignored.
+    """
+    current = optimizer.state_dict()
+    if not isinstance(saved, dict) or set(saved) != {"state", "param_groups"}:
+        raise _corrupt(source, "its optimizer entry is not {'state': ..., "
+                               "'param_groups': ...}")
+    groups, state = saved["param_groups"], saved["state"]
+    if not (isinstance(groups, list) and len(groups) == len(current["param_groups"])
+            and all(isinstance(group, dict) and _same_ids(group.get("params"), own["params"])
+                    for group, own in zip(groups, current["param_groups"]))):
+        raise _corrupt(source, "its optimizer's parameter groups are not those of "
+                               "the module's parameters")
+    params = {index: param
+              for own, group in zip(current["param_groups"], optimizer.param_groups)
+              for index, param in zip(own["params"], group["params"])}
+    if not isinstance(state, dict):
+        raise _corrupt(source, "its optimizer state is not a dict")
+    for index, entries in state.items():
+        if not _is_int(index) or index not in params:
+            raise _corrupt(source, f"its optimizer holds a state for parameter "
+                                   f"{index!r}, which the module does not have")
+        if not isinstance(entries, dict):
+            raise _corrupt(source, f"its optimizer state of parameter {index} is not "
+                                   "a dict")
+        param = params[index]
+        for name, value in entries.items():
+            if name == "step":
+                valid = _is_number(value) or (isinstance(value, torch.Tensor)
+                                              and value.numel() == 1)
+            else:
+                valid = value is None or (isinstance(value, torch.Tensor)
+                                          and value.shape == param.shape
+                                          and value.dtype == param.dtype)
+            if not valid:
+                raise _corrupt(source, f"its optimizer state of parameter {index} "
+                                       f"holds {name!r} as {_describe(value)}, for a "
+                                       f"{param.dtype} parameter of shape "
+                                       f"{tuple(param.shape)}")
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise _corrupt(source, f"torch refused its optimizer state ({exc})") from exc
+
+
+def _checked_history(rows, source):
+    if not (isinstance(rows, list) and all(
+            isinstance(row, dict) and all(isinstance(key, str) for key in row)
+            and isinstance(row.get("batches", []), list)
+            and all(isinstance(batch, dict) for batch in row.get("batches", []))
+            for row in rows)):
+        raise _corrupt(source, "its skorch history is not a list of dicts (one per "
+                               "epoch, each with a list of batch dicts)")
+    return History(rows)
+
+
+def _load_net_state(net, saved, source, changed):
+    if not isinstance(saved, dict) or set(saved) != {"module", "optimizer", "history", "state"}:
+        raise _corrupt(source, "its net entry is not {'module', 'optimizer', 'history', "
+                               "'state'}")
+    _load_module(net, saved["module"], source, changed)
+    _load_optimizer(net.optimizer_, saved["optimizer"], source)
+    history = _checked_history(saved["history"], source)
+    states = saved["state"]
+    if not isinstance(states, dict):
+        raise _corrupt(source, "its net state is not a dict")
+    unexpected = sorted(set(states) - set(net.state_attributes), key=repr)
+    if unexpected:
+        raise _corrupt(source, f"it holds a state for {unexpected}, which are not "
+                               f"state attributes of the net {list(net.state_attributes)}")
+    for name in net.state_attributes:
+        _load_component_state(net, name, states.get(name), source)
+    net.history = history
 
 
 def load_estimator_state(estimator, payload, source="The checkpoint"):
     """Make ``estimator`` the fitted classifier saved in ``payload``.
+
+    Every entry is checked; whatever is wrong raises a :class:`ValueError`
+    that names it, and the estimator is then left exactly as it was. The
+    configuration (parameters, the components' settings, the optimizer's
+    hyper-parameters) is always the estimator's own: the payload only
+    brings learned state.
 
     Parameters
     ----------
@@ -281,7 +607,7 @@ def load_estimator_state(estimator, payload, source="The checkpoint"):
         not. Left as it was when loading fails.
     payload : dict
         What :func:`estimator_state` returned, e.g. read back with
-        ``torch.load(path, map_location=device, weights_only=True)``.
+        :func:`read_checkpoint`.
     source : str, default="The checkpoint"
         How error messages name the payload.
 
@@ -290,34 +616,29 @@ def load_estimator_state(estimator, payload, source="The checkpoint"):
     estimator : DiscrepancyAwareOnlineClassifier
     """
     _check_payload(payload, source)
+    classes = _checked_classes(payload["classes"], source)
+    n_features, feature_names = _checked_features(payload, source)
+    counters = _checked_counters(payload["counters"], source)
+    stream_log = _checked_stream_log(payload["stream_log"], source)
+    last_flagged = _checked_last_flagged(payload["last_flagged"], source)
+    _check_matches_fitted(estimator, classes, n_features, source)
+    changed = _changed_params(estimator, payload["params"])
     before = dict(estimator.__dict__)
     try:
-        classes = np.asarray(payload["classes"]["values"],
-                             dtype=np.dtype(payload["classes"]["dtype"]))
-        n_features = int(payload["n_features_in"])
-        _check_matches_fitted(estimator, classes, n_features, source)
-        changed = _warn_about_params(estimator, payload["params"], source)
         estimator._reset()
         estimator.classes_ = classes
         estimator.n_features_in_ = n_features
-        if payload["feature_names_in"] is not None:
-            estimator.feature_names_in_ = np.asarray(payload["feature_names_in"],
-                                                     dtype=object)
+        if feature_names is not None:
+            estimator.feature_names_in_ = np.asarray(feature_names, dtype=object)
         estimator._initialize(np.zeros((2, n_features), dtype=np.float32))
         _load_net_state(estimator.net_, payload["net"], source, changed)
-        counters = payload["counters"]
-        estimator.n_batches_seen_ = counters["n_batches_seen"]
-        estimator.n_samples_seen_ = counters["n_samples_seen"]
-        estimator.n_flagged_ = counters["n_flagged"]
-        estimator.stream_log_.extend(payload["stream_log"])
-        estimator.last_flagged_ = payload["last_flagged"].cpu().numpy().astype(bool)
-    except BaseException as exc:
+        for name, value in counters.items():
+            setattr(estimator, name + "_", value)
+        estimator.stream_log_.extend(stream_log)
+        estimator.last_flagged_ = last_flagged
+    except BaseException:
         estimator.__dict__.clear()
         estimator.__dict__.update(before)
-        if isinstance(exc, KeyError):
-            raise ValueError(
-                f"{source} lacks the entry {exc}: it is incomplete or was edited. "
-                "Save the estimator again with save_params."
-            ) from exc
         raise
+    _warn_about_params(changed, source)
     return estimator

@@ -9,6 +9,7 @@ simulated by making torch tag every stored tensor as living on ``cuda:0``
 machine), and checked for real by the tests marked ``gpu``.
 """
 
+import copy
 import io
 import math
 import pickle
@@ -20,6 +21,8 @@ import numpy as np
 import pytest
 import torch
 import torch.serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from skorch.exceptions import DeviceWarning
@@ -478,3 +481,466 @@ def test_cuda_pickle_round_trip_continues_on_cuda_and_loads_without_cuda(digits,
     assert on_cpu.device_ == torch.device("cpu")
     assert all(t.device.type == "cpu" for s in on_cpu.snapshots_ for t in s.values())
     stream(on_cpu, X, y, 600, 700)
+
+
+# ------------------------------------------------- forged checkpoints (#14)
+
+def _forge(data, edit):
+    """The checkpoint ``data`` after ``edit(payload)``, saved again."""
+    payload = torch.load(io.BytesIO(data), weights_only=True)
+    edit(payload)
+    return _saved(payload)
+
+
+def _state(payload, name):
+    return payload["net"]["state"][name]["state"]
+
+
+def _set(path, value):
+    """An edit that sets ``payload[path[0]][path[1]]...`` to ``value``."""
+    def edit(payload):
+        target = payload
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+    return edit
+
+
+def _drop(path):
+    def edit(payload):
+        target = payload
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+    return edit
+
+
+SNAPSHOTS = ("net", "state", "snapshots_", "state")
+POLICY = ("net", "state", "threshold_policy_", "state")
+OPTIMIZER = ("net", "optimizer")
+FIRST_RECORD = ("stream_log", 0)
+
+#: Forged or corrupt checkpoints load_params must refuse: (edit, message).
+FORGED = {
+    # configuration smuggled into a component's state
+    "policy warmup=1e9": (_set(POLICY + ("warmup",), 10**9), "has the entries"),
+    "policy quantile=1": (_set(POLICY + ("quantile",), 1.0), "has the entries"),
+    "policy max_flagged_fraction": (_set(POLICY + ("max_flagged_fraction",), 0.0),
+                                    "has the entries"),
+    "buffer history_size": (_set(SNAPSHOTS + ("history_size",), 10**6), "has the entries"),
+    "policy of another type": (_set(("net", "state", "threshold_policy_", "type"),
+                                    "dsc_sklearn.defence.thresholds.FixedThreshold"),
+                               "FixedThreshold as the net's threshold_policy_"),
+    # the snapshot buffer
+    "no snapshot": (_set(SNAPSHOTS + ("snapshots",), []), "holds no snapshot"),
+    "float64 snapshots": (_set(SNAPSHOTS + ("snapshots",), lambda snapshots: [
+        {k: v.double() for k, v in s.items()} for s in snapshots]), "dtype torch.float64"),
+    "snapshot of another shape": (_set(SNAPSHOTS + ("snapshots", 0, "layers.0.bias"),
+                                       torch.zeros(5)), r"shape \(5,\)"),
+    "snapshot with a missing tensor": (_drop(SNAPSHOTS + ("snapshots", 0, "layers.0.bias")),
+                                       "missing"),
+    "snapshot with an extra tensor": (_set(SNAPSHOTS + ("snapshots", 0, "extra"),
+                                           torch.zeros(1)), "unexpected"),
+    "negative snapshot clock": (_set(SNAPSHOTS + ("n_steps",), -1), "n_steps=-1"),
+    "float snapshot clock": (_set(SNAPSHOTS + ("n_steps",), 2.5), "n_steps=2.5"),
+    "bool snapshot clock": (_set(SNAPSHOTS + ("n_steps",), True), "n_steps=True"),
+    # the threshold policy's state
+    "NaN in the calibration window": (_set(POLICY + ("window", 0), lambda w: w * math.nan),
+                                      "non-finite"),
+    "negative update count": (_set(POLICY + ("n_updates",), -3), "n_updates=-3"),
+    # the optimizer
+    "momentum of another shape": (_set(OPTIMIZER + ("state", 0, "momentum_buffer"),
+                                       torch.zeros(3)), "momentum_buffer"),
+    "momentum in float64": (_set(OPTIMIZER + ("state", 0, "momentum_buffer"),
+                                 lambda m: m.double()), "momentum_buffer"),
+    "momentum not a tensor": (_set(OPTIMIZER + ("state", 0, "momentum_buffer"), [0.0]),
+                              "momentum_buffer"),
+    "optimizer state of an unknown parameter": (_set(OPTIMIZER + ("state", 99),
+                                                     {"momentum_buffer": torch.zeros(1)}),
+                                                "parameter 99"),
+    "optimizer state not a dict": (_set(OPTIMIZER + ("state",), [1, 2]), "optimizer"),
+    "two parameter groups": (_set(OPTIMIZER + ("param_groups",), lambda g: g + g),
+                             "parameter group"),
+    "parameter group of other parameters": (_set(OPTIMIZER + ("param_groups", 0, "params"),
+                                                 [0, 1]), "parameter group"),
+    "parameter ids as tensors": (_set(OPTIMIZER + ("param_groups", 0, "params", 0),
+                                      torch.zeros(2)), "parameter group"),
+    "optimizer without param_groups": (_drop(OPTIMIZER + ("param_groups",)), "optimizer"),
+    # the generator
+    "generator state of another size": (_set(("net", "state", "generator_", "state"),
+                                             lambda s: s[:10]), "generator_"),
+    "generator state not a tensor": (_set(("net", "state", "generator_", "state"), 7),
+                                     "generator_"),
+    # the net's state attributes
+    "unknown state attribute": (_set(("net", "state", "optimizer_"),
+                                     {"type": "torch.optim.sgd.SGD", "state": {}}),
+                                "optimizer_"),
+    "missing snapshot buffer": (_drop(("net", "state", "snapshots_")), "snapshots_"),
+    "state attribute not a dict": (_set(("net", "state", "snapshots_"), [1]), "snapshots_"),
+    "skorch history not a list": (_set(("net", "history"), {"epoch": 1}), "history"),
+    "skorch history row not a dict": (_set(("net", "history"), [1, 2]), "history"),
+    "module weights of another dtype": (_set(("net", "module", "layers.0.bias"),
+                                             lambda t: t.double()), "dtype torch.float64"),
+    # counters, log and flags
+    "negative counter": (_set(("counters", "n_batches_seen"), -1), "n_batches_seen=-1"),
+    "float counter": (_set(("counters", "n_samples_seen"), 300.5), "n_samples_seen=300.5"),
+    "bool counter": (_set(("counters", "n_flagged"), True), "n_flagged=True"),
+    "string counter": (_set(("counters", "n_flagged"), "12"), "n_flagged='12'"),
+    "missing counter": (_drop(("counters", "n_flagged")), "counters"),
+    "extra counter": (_set(("counters", "n_steps_forged"), 1), "counters"),
+    "more flagged than seen": (_set(("counters", "n_flagged"), 10**6), "n_flagged"),
+    "stream_log not a list": (_set(("stream_log",), {"step": 1}), "stream_log"),
+    "log record not a dict": (_set(FIRST_RECORD, [1, 2]), "stream_log"),
+    "log record with an unknown field": (_set(FIRST_RECORD + ("forged",), 1.0), "forged"),
+    "log record without a step": (_drop(FIRST_RECORD + ("step",)), "step"),
+    "log value a string": (_set(FIRST_RECORD + ("loss",), "low"), "loss"),
+    "log value a bool": (_set(FIRST_RECORD + ("n_flagged",), True), "n_flagged"),
+    "log value a tensor": (_set(FIRST_RECORD + ("loss",), torch.tensor(1.0)), "loss"),
+    "last_flagged of floats": (_set(("last_flagged",), lambda f: f.float()), "last_flagged"),
+    "last_flagged 2-D": (_set(("last_flagged",), lambda f: f.reshape(1, -1)), "last_flagged"),
+    "last_flagged a list": (_set(("last_flagged",), [True]), "last_flagged"),
+    # classes and features
+    "one class": (_set(("classes", "values"), [0]), "at least two"),
+    "no class": (_set(("classes", "values"), []), "at least two"),
+    "duplicated classes": (_set(("classes", "values"), [0, 0, 1, 2, 3, 4, 5, 6, 7, 8]),
+                           "sorted and unique"),
+    "unsorted classes": (_set(("classes", "values"), list(range(9, -1, -1))),
+                         "sorted and unique"),
+    "NaN class": (_set(("classes",), {"values": [0.0, math.nan] + list(range(2, 10)),
+                                      "dtype": "<f8"}), "NaN"),
+    "nested class values": (_set(("classes", "values"), [[0, 1]] * 10), "classes"),
+    "unknown class dtype": (_set(("classes", "dtype"), "no-such-dtype"), "classes"),
+    "datetime class dtype": (_set(("classes", "dtype"), "<M8[ns]"), "classes"),
+    "classes not a dict": (_set(("classes",), list(range(10))), "classes"),
+    "zero features": (_set(("n_features_in",), 0), "n_features_in"),
+    "bool features": (_set(("n_features_in",), True), "n_features_in"),
+    "string features": (_set(("n_features_in",), "64"), "n_features_in"),
+    "other features": (_set(("n_features_in",), 32), "different architecture"),
+    "feature names of another length": (_set(("feature_names_in",), ["a", "b"]),
+                                        "feature_names_in"),
+    "feature names not strings": (_set(("feature_names_in",), list(range(64))),
+                                  "feature_names_in"),
+    # the header
+    "params not a dict": (_set(("params",), [1, 2]), "params"),
+    "params holding a tensor": (_set(("params", "lr"), torch.tensor(0.1)), "params"),
+    "unexpected entry": (_set(("forged",), 1), "forged"),
+    "version a string": (_set(("format_version",), "2"), "format version"),
+    "version a bool": (_set(("format_version",), True), "format version"),
+}
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    return stream(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]),
+                  digits.X_train, digits.y_train, 0, 200)
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_a_forged_checkpoint_is_refused_and_changes_nothing(checkpoint, fitted, case):
+    edit, message = FORGED[case]
+    data = _forge(checkpoint, edit)
+    unfitted = DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ValueError, match=message):
+            _load(unfitted, data)
+        assert not hasattr(unfitted, "net_") and not hasattr(unfitted, "classes_")
+        clf = copy.deepcopy(fitted)
+        before = estimator_state(clf)
+        with pytest.raises(ValueError):
+            _load(clf, data)
+    assert_same(before, estimator_state(clf))
+
+
+def _configuration(clf):
+    """What only the estimator's parameters may decide."""
+    net = clf.net_
+    policy = net.threshold_policy_
+    groups = [{k: v for k, v in group.items() if k != "params"}
+              for group in net.optimizer_.param_groups]
+    return {
+        "params": clf.get_params(),
+        "policy": (type(policy), policy.quantile, policy.window, policy.warmup,
+                   policy.max_flagged_fraction, policy._history.maxlen),
+        "buffer": (net.snapshots_.history_size, net.snapshots_.snapshot_every,
+                   net.snapshots_._snapshots.maxlen),
+        "optimizer": groups,
+        "defence": {param: getattr(net, param) for param in ("epsilon", "reference",
+                                                              "granularity", "correction")},
+    }
+
+
+def _after_a_partial_fit(clf, digits):
+    clf.partial_fit(digits.X_train[300:400], digits.y_train[300:400])
+    return clf
+
+
+@pytest.mark.parametrize("edit", [
+    # The optimizer's hyper-parameters are configuration: a file cannot turn
+    # SGD into gradient ascent or add weight decay.
+    _set(OPTIMIZER + ("param_groups", 0), lambda group: {
+        **group, "maximize": True, "weight_decay": 5.0, "nesterov": True,
+        "dampening": 0.5, "lr": 100.0, "momentum": 0.0}),
+    # The saved copy of the parameters is informational.
+    _set(("params",), lambda params: {**params, "history_size": 10**6, "epsilon": 0.0,
+                                      "threshold": 0.0, "correction": "none"}),
+    # A policy's value is recomputed with the estimator's own quantile.
+    _set(POLICY + ("value",), torch.tensor(1e9)),
+], ids=["optimizer hyper-parameters", "saved params", "threshold value"])
+def test_a_checkpoint_never_changes_the_configuration(checkpoint, digits, edit):
+    reference = _load(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]), checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        forged = _load(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]),
+                       _forge(checkpoint, edit))
+    assert _configuration(forged) == _configuration(reference)
+    assert forged.threshold_ == reference.threshold_
+    _after_a_partial_fit(forged, digits)
+    _after_a_partial_fit(reference, digits)
+    assert _configuration(forged) == _configuration(reference)
+    assert_array_equal(forged.predict_proba(digits.X_test),
+                       reference.predict_proba(digits.X_test))
+
+
+def test_more_snapshots_than_history_size_keep_the_newest(checkpoint, digits):
+    def tenfold(payload):
+        snapshots = _state(payload, "snapshots_")["snapshots"]
+        _state(payload, "snapshots_")["snapshots"] = [
+            {k: v + index for k, v in snapshots[-1].items()} for index in range(10)]
+
+    clf = _load(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]),
+                _forge(checkpoint, tenfold))
+    assert len(clf.snapshots_) == clf.history_size == 3
+    assert clf.net_.snapshots_._snapshots.maxlen == 3
+    assert [float(s["layers.0.bias"][0] - clf.snapshots_[0]["layers.0.bias"][0])
+            for s in clf.snapshots_] == [0.0, 1.0, 2.0]
+    _after_a_partial_fit(clf, digits)
+    assert len(clf.snapshots_) == 3
+
+
+def test_a_longer_calibration_window_keeps_the_newest_batches(checkpoint):
+    forged = []
+
+    def longer(payload):
+        window = _state(payload, "threshold_policy_")["window"]
+        window[:] = [values + 10.0 * index for index in range(5) for values in window]
+        forged[:] = window
+
+    clf = _load(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]),
+                _forge(checkpoint, longer))
+    policy = clf.net_.threshold_policy_
+    assert len(forged) > policy.window == len(policy._history) == 20
+    assert all(torch.equal(a, b) for a, b in zip(policy._history, forged[-20:]))
+    expected = torch.quantile(torch.cat(forged[-20:]), policy.quantile)
+    assert float(policy._value) == pytest.approx(float(expected), rel=1e-6)  # still warming up
+
+
+WEIRD = [None, True, -1, 0, 2**40, 1.5, math.nan, math.inf, "x", [], {}, [1], {"a": 1},
+         torch.tensor(1.0), torch.zeros(0), torch.zeros(2, 3, dtype=torch.float64),
+         torch.ones(4, dtype=torch.bool)]
+
+
+def _paths(value, path=()):
+    """Every place in a payload: dict entries, list items and the leaves."""
+    if path:
+        yield path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, path + (key,))
+    elif isinstance(value, list):
+        # Every record of a long list looks alike: the first two will do.
+        for index, item in enumerate(value[:2]):
+            yield from _paths(item, path + (index,))
+
+
+def _mutations(data):
+    payload = torch.load(io.BytesIO(data), weights_only=True)
+    return st.tuples(st.sampled_from(sorted(_paths(payload), key=repr)),
+                     st.sampled_from(WEIRD + ["<double>", "<shorter>", "<drop>"]))
+
+
+@pytest.mark.slow
+def test_any_forged_entry_is_refused_or_loads_a_working_estimator(checkpoint, fitted,
+                                                                  digits):
+    """Whatever the file holds: a ValueError that changes nothing, or a working estimator."""
+    reference = _configuration(_load(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]),
+                                     checkpoint))
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(mutation=_mutations(checkpoint))
+    def check(mutation):
+        path, value = mutation
+        if value == "<drop>":
+            edit = _drop(path)
+        elif value in ("<double>", "<shorter>"):
+            def change(old):
+                if not isinstance(old, torch.Tensor):
+                    return old
+                if value == "<double>":
+                    return old.double() if old.is_floating_point() else old.float()
+                return old.reshape(-1)[:-1]
+            edit = _set(path, change)
+        else:
+            edit = _set(path, value)
+        data = _forge(checkpoint, edit)
+        clf = copy.deepcopy(fitted)
+        before = estimator_state(clf)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                _load(clf, data)
+            except ValueError:
+                assert_same(before, estimator_state(clf))
+                return
+        assert _configuration(clf) == reference
+        _after_a_partial_fit(clf, digits)
+        assert np.isfinite(clf.predict_proba(digits.X_test)).all()
+        assert _configuration(clf) == reference
+
+    check()
+
+
+# ---------------------------------------------- corrupt and truncated files
+
+NOT_A_CHECKPOINT = "not a checkpoint written by save_params"
+
+
+def _refused(data_or_path, clf=None):
+    """The ValueError load_params raises; it must chain the original error."""
+    clf = clf or DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"])
+    source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+    with pytest.raises(ValueError) as info:
+        clf.load_params(source)
+    assert not hasattr(clf, "net_")
+    return info.value
+
+
+def test_a_truncated_checkpoint_is_a_clear_error_at_every_offset(checkpoint):
+    size = len(checkpoint)
+    offsets = sorted(set(range(0, size, max(1, size // 150))) | set(range(size - 64, size)))
+    for offset in offsets:
+        error = _refused(checkpoint[:offset])
+        assert NOT_A_CHECKPOINT in str(error), offset
+        assert "truncated or corrupt" in str(error), offset
+        assert error.__cause__ is not None, offset
+
+
+def _flipped(data, position, bit):
+    flipped = bytearray(data)
+    flipped[position] ^= 1 << bit
+    return bytes(flipped)
+
+
+def _assert_refused_or_intact(checkpoint, reference, position, bit):
+    clf = DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            _load(clf, _flipped(checkpoint, position, bit))
+    except ValueError as error:
+        assert error.__cause__ is not None or "corrupt" in str(error), (position, bit)
+        assert not hasattr(clf, "net_")
+        return "refused"
+    # A flipped bit the reader does not depend on (a zip header's time
+    # stamp, the padding before a record) changes nothing.
+    assert_same(estimator_state(reference), estimator_state(clf))
+    return "intact"
+
+
+def test_byte_flips_are_refused_or_change_nothing(checkpoint):
+    reference = _load(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]), checkpoint)
+    outcomes = [_assert_refused_or_intact(checkpoint, reference, position, position % 8)
+                for position in range(0, len(checkpoint), 97)]
+    assert outcomes.count("refused") > 0.8 * len(outcomes)
+
+
+@settings(max_examples=100, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_byte_flips_are_refused_or_change_nothing(checkpoint, data):
+    reference = _load(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]), checkpoint)
+    position = data.draw(st.integers(0, len(checkpoint) - 1), label="position")
+    bit = data.draw(st.integers(0, 7), label="bit")
+    _assert_refused_or_intact(checkpoint, reference, position, bit)
+
+
+def _zip_of(name, content):
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "zip of a text file", "deflated copy",
+                                  "torch file of a list", "directory", "gzip"])
+def test_files_that_are_not_checkpoints_are_a_clear_error(checkpoint, tmp_path, case):
+    import gzip
+    import zipfile
+
+    if case == "deflated copy":
+        # The same records, compressed: not what torch.save writes.
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(checkpoint)) as source, \
+                zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+            for record in source.infolist():
+                target.writestr(record.filename, source.read(record))
+        content = buffer.getvalue()
+    else:
+        content = {
+            "empty": b"",
+            "text": b"hello, world\n",
+            "zip of a text file": _zip_of("notes.txt", "hello"),
+            "torch file of a list": _saved([1, 2, 3]),
+            "gzip": gzip.compress(checkpoint),
+        }.get(case)
+    path = tmp_path / "checkpoint.pt"
+    if case == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    error = _refused(path)
+    assert "checkpoint written by" in str(error)
+    assert repr(str(path)) in str(error)  # names the file
+    error = _refused(str(path))
+    assert "checkpoint written by" in str(error)
+
+
+def test_a_missing_file_stays_a_file_not_found_error(tmp_path):
+    clf = DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"])
+    with pytest.raises(FileNotFoundError):
+        clf.load_params(tmp_path / "no-such-file.pt")
+    assert not hasattr(clf, "net_")
+
+
+def test_a_text_mode_file_is_a_clear_error(checkpoint, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(checkpoint)
+    with open(path, encoding="latin-1") as text:
+        error = _refused(text)
+    assert "binary mode" in str(error)
+
+
+def test_a_checkpoint_in_the_middle_of_a_stream_loads_from_its_position(checkpoint):
+    buffer = io.BytesIO(b"header" + checkpoint)
+    buffer.seek(6)
+    clf = DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]).load_params(buffer)
+    assert clf.n_batches_seen_ == 6
+
+
+def test_a_checkpoint_written_without_crc32_still_loads(digits):
+    if not hasattr(torch.serialization, "set_crc32_options"):
+        pytest.skip("torch without set_crc32_options")
+    clf = stream(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]),
+                 digits.X_train, digits.y_train, 0, 100)
+    buffer = io.BytesIO()
+    enabled = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        clf.save_params(buffer)
+    finally:
+        torch.serialization.set_crc32_options(enabled)
+    restored = _load(DiscrepancyAwareOnlineClassifier(**CONFIGS["auto"]), buffer.getvalue())
+    assert_same_estimator(clf, restored)
