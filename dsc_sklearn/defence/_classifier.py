@@ -16,7 +16,7 @@ from sklearn.utils.multiclass import (
     check_classification_targets,
     unique_labels,
 )
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._torch import eval_mode
 from ._net import LOG_FIELDS, DiscrepancyAwareNet
@@ -315,7 +315,26 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 # 1-D integer labels always pass; the check costs a sort.
                 check_classification_targets(y)
             if classes is not None:
-                classes = unique_labels(column_or_1d(classes))
+                # unique_labels alone drops duplicates, sorts None and NaN in,
+                # and leaves an empty or single class to fail later.
+                listed = np.asarray(classes)
+                if listed.ndim != 1 or len(listed) < 2:
+                    raise ValueError(
+                        "classes must be a 1-D array-like of at least two labels "
+                        f"(every label the stream can carry); got {classes!r}."
+                    )
+                if any(label is None or label != label for label in listed.tolist()):
+                    raise ValueError(
+                        f"classes holds NaN or None: {listed.tolist()}. Pass the "
+                        "labels the stream can carry."
+                    )
+                classes = unique_labels(listed)
+                if len(classes) < len(listed):
+                    labels, counts = np.unique(listed, return_counts=True)
+                    raise ValueError(
+                        f"classes holds duplicates {labels[counts > 1].tolist()}; "
+                        "pass each label once."
+                    )
             self._partial_fit(X, y, classes)
         except Exception:
             if first_call:
@@ -365,7 +384,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         if first_call and len(self.classes_) < 2:
             raise ValueError(
                 "The classifier needs at least two classes, but only one class "
-                f"({self.classes_[0]!r}) is known. Pass every label of the stream "
+                f"{self.classes_.tolist()} is known. Pass every label of the stream "
                 "with classes=, or fit on data holding at least two classes."
             )
         y_encoded = self._encode(y)

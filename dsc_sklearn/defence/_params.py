@@ -26,6 +26,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
@@ -70,10 +71,24 @@ def _respace_buffer(net, value):
     net.snapshots_.snapshot_every = value
 
 
-_POSITIVE_INT = (Interval(numbers.Integral, 1, None, closed="left"),)
-_NON_NEGATIVE = (Interval(numbers.Real, 0, None, closed="left"),)
+class NumberInterval(Interval):
+    """scikit-learn's :class:`Interval` constraint, refusing booleans.
+
+    ``bool`` is an :class:`numbers.Integral` in Python, so ``Interval``
+    admits ``threshold=True`` as the number 1; scikit-learn offers no
+    constraint that excludes bools (its ``RealNotInt`` excludes every int).
+    The message stays scikit-learn's: "must be a float in the range [0,
+    inf)".
+    """
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
+
+
+_POSITIVE_INT = (NumberInterval(numbers.Integral, 1, None, closed="left"),)
+_NON_NEGATIVE = (NumberInterval(numbers.Real, 0, None, closed="left"),)
 _THRESHOLD = (
-    Interval(numbers.Real, 0, None, closed="left"),
+    NumberInterval(numbers.Real, 0, None, closed="left"),
     StrOptions({"auto"}),
     callable,
     ThresholdPolicy,
@@ -84,8 +99,10 @@ PARAMETERS = (
     Parameter("module", None, (None, callable, torch.nn.Module), "estimator",
               positional=True),
     Parameter("hidden_layer_sizes", (100,), ("array-like",), "estimator"),
-    Parameter("lr", 0.1, (Interval(numbers.Real, 0, None, closed="neither"),), "optimizer"),
-    Parameter("momentum", 0.9, (Interval(numbers.Real, 0, 1, closed="left"),), "optimizer"),
+    Parameter("lr", 0.1, (NumberInterval(numbers.Real, 0, None, closed="neither"),),
+              "optimizer"),
+    Parameter("momentum", 0.9, (NumberInterval(numbers.Real, 0, 1, closed="left"),),
+              "optimizer"),
     Parameter("batch_size", 100, _POSITIVE_INT, "estimator"),
     Parameter("max_epochs", 1, _POSITIVE_INT, "estimator"),
     Parameter("history_size", 4, _POSITIVE_INT, adjust=_resize_buffer),
@@ -98,8 +115,10 @@ PARAMETERS = (
               component="correction_", build=make_correction),
     Parameter("epsilon", 0.2, _NON_NEGATIVE),
     Parameter("step_size", 0.02, _NON_NEGATIVE),
-    Parameter("max_correction_steps", 10, (Interval(numbers.Integral, 0, None, closed="left"),)),
-    Parameter("clip_value", None, (None, Interval(numbers.Real, 0, None, closed="neither"))),
+    Parameter("max_correction_steps", 10,
+              (NumberInterval(numbers.Integral, 0, None, closed="left"),)),
+    Parameter("clip_value", None,
+              (None, NumberInterval(numbers.Real, 0, None, closed="neither"))),
     Parameter("input_bounds", None, (None, tuple, list)),
     Parameter("loss_threshold", None, (None,) + _THRESHOLD,
               component="loss_threshold_policy_", build=_optional_threshold, stateful=True),

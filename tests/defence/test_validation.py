@@ -411,3 +411,60 @@ def test_invalid_input_bounds_are_refused_at_fit(digits):
     with pytest.raises(ValueError, match="input_bounds must be"):
         DiscrepancyAwareOnlineClassifier(input_bounds=(1.0, 0.0)).fit(digits.X_train[:50],
                                                                       digits.y_train[:50])
+
+
+# ------------------------------------------------ classes= and bools (#14)
+
+@pytest.mark.parametrize("classes, message", [
+    ([], "at least two labels"),
+    ([3], "at least two labels"),
+    (np.array([[0, 1]]), "1-D"),
+    ([0, 0, 1], r"duplicates \[0\]"),
+    (["a", "b", "a"], r"duplicates \['a'\]"),
+    ([0.0, 1.0, np.nan], "NaN or None"),
+    ([0, 1, None], "NaN or None"),
+    (["a", None], "NaN or None"),
+    ([0.5, 1.5], "Unknown label type"),
+])
+def test_bad_classes_are_a_clear_error(digits, streamed, classes, message):
+    X, y = digits.X_train[:50], digits.y_train[:50] % 2
+    clf = DiscrepancyAwareOnlineClassifier(**SMALL)
+    with pytest.raises(ValueError, match=message):
+        clf.partial_fit(X, y, classes=classes)
+    assert not hasattr(clf, "classes_") and not hasattr(clf, "net_")
+    before = estimator_state(streamed)
+    with pytest.raises(ValueError, match=message):
+        streamed.partial_fit(X, y, classes=classes)
+    assert_same(before, estimator_state(streamed))
+
+
+@pytest.mark.parametrize("params", [
+    {"threshold": True}, {"threshold": False}, {"loss_threshold": True},
+    {"lr": True}, {"momentum": False}, {"batch_size": True}, {"history_size": True},
+    {"snapshot_every": True}, {"epsilon": True}, {"step_size": False},
+    {"max_correction_steps": True}, {"clip_value": True}, {"threshold": np.True_},
+])
+def test_bools_fail_parameter_validation(digits, params):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    name = next(iter(params))
+    clf = DiscrepancyAwareOnlineClassifier(**SMALL, **params)
+    with pytest.raises(InvalidParameterError,
+                       match=f"The '{name}' parameter of DiscrepancyAwareOnlineClassifier "
+                             "must be"):
+        clf.partial_fit(digits.X_train[:50], digits.y_train[:50], classes=CLASSES)
+    assert not hasattr(clf, "net_")
+
+
+def test_a_bool_threshold_set_mid_stream_is_refused_every_time(streamed, digits):
+    """It used to fail once inside make_threshold, then train with the old policy."""
+    def learned(clf):
+        return {k: v for k, v in estimator_state(clf).items() if k != "params"}
+
+    before = learned(streamed)
+    streamed.set_params(threshold=True)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="'threshold' parameter"):
+            streamed.partial_fit(digits.X_train[300:400], digits.y_train[300:400])
+    assert_same(before, learned(streamed))
+    assert streamed.net_.threshold == "auto"
