@@ -1,14 +1,18 @@
 """MemorizationDiscrepancyScorer: discrepancy scores as a transformer."""
 
+import copy
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._classifier import DiscrepancyAwareOnlineClassifier
+from ._params import NumberInterval
 from .discrepancy import REFERENCES
 
 __all__ = ["MemorizationDiscrepancyScorer"]
@@ -27,12 +31,22 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
     produces. Use it inside a :class:`~sklearn.pipeline.Pipeline`, or as a
     detector through :meth:`predict` (``+1`` normal, ``-1`` flagged).
 
+    To score with a classifier that is already trained, wrap it in
+    :class:`sklearn.frozen.FrozenEstimator`, scikit-learn's way of keeping
+    a fitted estimator as it is: :meth:`fit` then only checks ``X`` (``y``
+    may be omitted), :meth:`partial_fit` is refused, and :func:`clone`,
+    hence :func:`~sklearn.model_selection.cross_val_score` and
+    :class:`~sklearn.model_selection.GridSearchCV`, keep the fitted
+    classifier (see the second example). ``prefit=True`` does the same.
+
     Parameters
     ----------
-    estimator : DiscrepancyAwareOnlineClassifier, default=None
+    estimator : DiscrepancyAwareOnlineClassifier or FrozenEstimator, default=None
         The classifier to score with. ``None`` means
-        ``DiscrepancyAwareOnlineClassifier()``. Unless ``prefit=True``, a
-        clone is trained by :meth:`fit` and :meth:`partial_fit`.
+        ``DiscrepancyAwareOnlineClassifier()``. A clone is trained by
+        :meth:`fit` and :meth:`partial_fit`, unless ``prefit=True`` or the
+        classifier is wrapped in :class:`~sklearn.frozen.FrozenEstimator`:
+        it is then used as it is.
     reference : {"oldest", "newest", "mean", "max", "all"}, default="oldest"
         Snapshot(s) to compare with; ``"all"`` outputs one column per
         snapshot, oldest first.
@@ -40,12 +54,18 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
         Discrepancy above which :meth:`predict` flags a sample; ``None``
         uses the classifier's threshold in force (``threshold_``).
     prefit : bool, default=False
-        Whether ``estimator`` is already fitted. It is then used as is (not
-        cloned), so scores follow it as it keeps training elsewhere;
-        :meth:`fit` only checks it and :meth:`partial_fit` is refused.
+        Whether ``estimator`` is already fitted. It is then used as it is,
+        as with a :class:`~sklearn.frozen.FrozenEstimator`: never trained
+        nor copied, so scores follow it as it keeps training elsewhere;
+        :meth:`fit` only checks ``X`` against it and :meth:`partial_fit` is
+        refused. Cloning the scorer keeps the same classifier, so that
+        :func:`~sklearn.model_selection.cross_val_score` works (unlike
+        :class:`~sklearn.feature_selection.SelectFromModel`, whose clone
+        with ``prefit=True`` holds an unfitted copy and fails to fit).
     random_state : int, RandomState instance or None, default=None
         When not None, sets the ``random_state`` of the clone the scorer
-        trains, so that fitting the scorer is reproducible.
+        trains, so that fitting the scorer is reproducible; ignored for a
+        classifier used as it is.
 
     Attributes
     ----------
@@ -55,7 +75,8 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column
-        names.
+        names; for a classifier used as it is, its own names when it has
+        them (as :class:`~sklearn.feature_selection.SelectFromModel` does).
 
     See Also
     --------
@@ -77,12 +98,35 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
     array(['memorization_discrepancy'], dtype=object)
     >>> scorer.predict(X[:3] / 16.0)
     array([-1,  1,  1])
+
+    A classifier trained elsewhere, frozen: a detector of scrambled inputs
+    built on its scores is cross-validated, and the classifier is left as
+    it was.
+
+    >>> import numpy as np
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import cross_val_score
+    >>> from sklearn.pipeline import make_pipeline
+    >>> clf = DiscrepancyAwareOnlineClassifier(random_state=0).fit(X[:1000] / 16.0,
+    ...                                                            y[:1000])
+    >>> clean = X[1000:] / 16.0
+    >>> scrambled = clean[:, np.random.RandomState(0).permutation(64)]
+    >>> is_scrambled = np.repeat([0, 1], len(clean))
+    >>> detector = make_pipeline(MemorizationDiscrepancyScorer(FrozenEstimator(clf)),
+    ...                          LogisticRegression())
+    >>> scores = cross_val_score(detector, np.vstack([clean, scrambled]), is_scrambled,
+    ...                          cv=3)
+    >>> print(f"{scores.mean():.2f}")
+    0.82
+    >>> clf.n_batches_seen_  # not retrained by cross_val_score
+    10
     """
 
     _parameter_constraints = {
         "estimator": [None, HasMethods(["partial_fit", "memorization_discrepancy"])],
         "reference": [StrOptions(set(REFERENCES))],
-        "threshold": [None, Interval(numbers.Real, 0, None, closed="left")],
+        "threshold": [None, NumberInterval(numbers.Real, 0, None, closed="left")],
         "prefit": ["boolean"],
         "random_state": ["random_state"],
     }
@@ -95,6 +139,10 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
         self.prefit = prefit
         self.random_state = random_state
 
+    def _used_as_is(self):
+        """Whether the classifier is scored with as it is, never trained."""
+        return self.prefit or isinstance(self.estimator, FrozenEstimator)
+
     def _new_estimator(self):
         if self.estimator is None:
             estimator = DiscrepancyAwareOnlineClassifier()
@@ -104,15 +152,17 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
             estimator.set_params(random_state=self.random_state)
         return estimator
 
-    def fit(self, X, y):
-        """Fit a clone of the classifier, or check the prefit one.
+    def fit(self, X, y=None):
+        """Fit a clone of the classifier, or check ``X`` against the one used as is.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Training inputs.
-        y : array-like of shape (n_samples,)
-            Labels.
+        y : array-like of shape (n_samples,), default=None
+            Labels; required to train a clone, ignored when the classifier
+            is used as it is (``prefit=True`` or a
+            :class:`~sklearn.frozen.FrozenEstimator`).
 
         Returns
         -------
@@ -120,25 +170,62 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
             The fitted scorer.
         """
         self._validate_params()
+        if self._used_as_is():
+            self.estimator_ = self._fitted_estimator(X)
+            return self
+        if y is None:
+            raise ValueError(
+                "MemorizationDiscrepancyScorer requires y to be passed, but the "
+                "target y is None: fit needs y to train its classifier (a clone "
+                "of estimator). Pass the labels, or score with a fitted "
+                "classifier as it is: MemorizationDiscrepancyScorer("
+                "FrozenEstimator(classifier)), or prefit=True."
+            )
         X, y = validate_data(self, X, y, reset=True)
-        if self.prefit:
-            self.estimator_ = self._prefit_estimator()
-        else:
-            self.estimator_ = self._new_estimator().fit(X, y)
+        self.estimator_ = self._new_estimator().fit(X, y)
         return self
 
-    def _prefit_estimator(self):
-        if self.estimator is None:
+    def _fitted_estimator(self, X):
+        """The classifier used as it is, once ``X`` is checked against it."""
+        estimator = self.estimator
+        if estimator is None:
             raise ValueError(
                 "prefit=True needs a fitted estimator; pass one with estimator=."
             )
-        check_is_fitted(self.estimator)
-        if self.estimator.n_features_in_ != self.n_features_in_:
+        check_is_fitted(estimator)
+        validate_data(self, X, reset=True)
+        if estimator.n_features_in_ != self.n_features_in_:
             raise ValueError(
                 f"X has {self.n_features_in_} features but the prefit estimator "
-                f"was fitted with {self.estimator.n_features_in_}."
+                f"was fitted with {estimator.n_features_in_}."
             )
-        return self.estimator
+        names = getattr(estimator, "feature_names_in_", None)
+        if names is not None:
+            given = getattr(self, "feature_names_in_", None)
+            if given is not None and not np.array_equal(given, names):
+                raise ValueError(
+                    "The feature names of X differ from those the estimator was "
+                    f"fitted with: {list(given)[:5]}... against {list(names)[:5]}...; "
+                    "pass the columns the classifier was trained on."
+                )
+            # As SelectFromModel: the names are the classifier's.
+            self.feature_names_in_ = names
+        return estimator
+
+    def __sklearn_clone__(self):
+        """A clone; with ``prefit=True`` it holds the same fitted classifier.
+
+        A clone of a scorer with ``prefit=True`` shares the classifier, as
+        a clone of a :class:`~sklearn.frozen.FrozenEstimator` is the frozen
+        estimator itself; every other parameter is cloned as usual.
+        """
+        if not self.prefit:
+            return super().__sklearn_clone__()
+        shallow = copy.copy(self)
+        shallow.estimator = _Shared(self.estimator)
+        cloned = super(MemorizationDiscrepancyScorer, shallow).__sklearn_clone__()
+        cloned.estimator = self.estimator
+        return cloned
 
     def partial_fit(self, X, y, classes=None):
         """Train the classifier on one more batch of the stream.
@@ -157,11 +244,12 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
         self : MemorizationDiscrepancyScorer
             The updated scorer.
         """
-        if self.prefit:
+        if self._used_as_is():
             raise ValueError(
-                "partial_fit is not available with prefit=True: the prefit "
-                "estimator is used as is. Train it directly, or use "
-                "prefit=False to let the scorer train its own clone."
+                "partial_fit is not available with prefit=True or a "
+                "FrozenEstimator: the classifier is used as it is. Train it "
+                "directly, or pass the classifier itself with prefit=False to let "
+                "the scorer train its own clone."
             )
         first_call = not hasattr(self, "estimator_")
         if first_call:
@@ -191,8 +279,16 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
             ``reference="all"``.
         """
         check_is_fitted(self)
+        # The scorer checks X's feature names (and warns once, as any
+        # scikit-learn estimator does); the classifier then gets the checked
+        # array, and its own warning about the missing names would repeat it.
         X = validate_data(self, X, reset=False)
-        scores = self.estimator_.memorization_discrepancy(X, reference=self.reference)
+        with warnings.catch_warnings():
+            if getattr(self.estimator_, "feature_names_in_", None) is not None:
+                warnings.filterwarnings(
+                    "ignore", message="X does not have valid feature names",
+                    category=UserWarning)
+            scores = self.estimator_.memorization_discrepancy(X, reference=self.reference)
         return scores.reshape(len(X), -1)
 
     def get_feature_names_out(self, input_features=None):
@@ -264,5 +360,15 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
+        tags.target_tags.required = not self._used_as_is()
         return tags
+
+
+class _Shared:
+    """A parameter that :func:`sklearn.base.clone` keeps as it is."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __sklearn_clone__(self):
+        return self

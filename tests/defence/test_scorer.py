@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -184,3 +185,153 @@ def test_grid_search_over_the_scorers_reference(digits):
         cv=2,
     ).fit(digits.X_train[:600], digits.y_train[:600] % 2)
     assert len(search.cv_results_["params"]) == 4
+
+
+# --------------------------------------- scikit-learn conventions (#14)
+
+def _pipeline(scorer):
+    from sklearn.linear_model import LogisticRegression
+
+    return make_pipeline(scorer, LogisticRegression())
+
+
+@pytest.fixture
+def frozen_copy(fitted_classifier):
+    import copy
+
+    return copy.deepcopy(fitted_classifier)
+
+
+def test_prefit_fit_takes_x_alone(digits, fitted_classifier):
+    scorer = MemorizationDiscrepancyScorer(fitted_classifier, prefit=True).fit(digits.X_train)
+    assert_allclose(scorer.transform(digits.X_test)[:, 0],
+                    fitted_classifier.memorization_discrepancy(digits.X_test))
+    assert scorer.n_features_in_ == 64
+
+
+def test_prefit_scorer_in_a_column_transformer(digits, fitted_classifier):
+    from sklearn.compose import ColumnTransformer
+
+    transformer = ColumnTransformer([
+        ("dsc", MemorizationDiscrepancyScorer(fitted_classifier, prefit=True), slice(0, 64)),
+    ])
+    scores = transformer.fit_transform(digits.X_test)  # no y, as in an unsupervised step
+    assert_allclose(scores[:, 0], fitted_classifier.memorization_discrepancy(digits.X_test))
+    assert list(transformer.get_feature_names_out()) == ["dsc__memorization_discrepancy"]
+
+
+def test_training_its_own_clone_needs_y(digits):
+    scorer = MemorizationDiscrepancyScorer(DiscrepancyAwareOnlineClassifier())
+    with pytest.raises(ValueError, match="needs y to train"):
+        scorer.fit(digits.X_train[:100])
+    assert not hasattr(scorer, "estimator_")
+
+
+def test_a_cloned_prefit_scorer_keeps_the_fitted_classifier(digits, frozen_copy):
+    from sklearn.base import clone
+
+    scorer = MemorizationDiscrepancyScorer(frozen_copy, prefit=True, reference="mean")
+    cloned = clone(scorer)
+    assert cloned is not scorer and cloned.estimator is frozen_copy
+    assert cloned.get_params()["reference"] == "mean"
+    assert not hasattr(cloned, "estimator_")
+    # set_output survives a clone, as with any estimator
+    assert clone(scorer.set_output(transform="pandas"))._sklearn_output_config == {
+        "transform": "pandas"}
+
+
+@pytest.mark.parametrize("wrap", ["prefit", "frozen"])
+def test_a_fitted_classifier_serves_in_cross_val_score(digits, frozen_copy, wrap):
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import cross_val_score
+
+    if wrap == "prefit":
+        scorer = MemorizationDiscrepancyScorer(frozen_copy, prefit=True)
+    else:
+        scorer = MemorizationDiscrepancyScorer(FrozenEstimator(frozen_copy))
+    n_batches = frozen_copy.n_batches_seen_
+    weights = {k: v.clone() for k, v in frozen_copy.module_.state_dict().items()}
+    scores = cross_val_score(_pipeline(scorer), digits.X_test, digits.y_test % 2, cv=3,
+                             error_score="raise")
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+    assert frozen_copy.n_batches_seen_ == n_batches  # never trained
+    for name, tensor in frozen_copy.module_.state_dict().items():
+        assert torch.equal(tensor, weights[name])
+
+
+def test_a_frozen_classifier_is_scored_as_it_is(digits, frozen_copy):
+    from sklearn.base import clone
+    from sklearn.frozen import FrozenEstimator
+
+    frozen = FrozenEstimator(frozen_copy)
+    scorer = MemorizationDiscrepancyScorer(frozen, random_state=3).fit(digits.X_train)
+    assert clone(scorer).estimator is frozen
+    assert frozen_copy.random_state == 0  # not set on a classifier it does not train
+    assert_allclose(scorer.transform(digits.X_test)[:, 0],
+                    frozen_copy.memorization_discrepancy(digits.X_test))
+    assert scorer.predict(digits.X_test).shape == (len(digits.X_test),)
+    n_batches = frozen_copy.n_batches_seen_
+    with pytest.raises(ValueError, match="partial_fit is not available"):
+        scorer.partial_fit(digits.X_train[:10], digits.y_train[:10])
+    assert frozen_copy.n_batches_seen_ == n_batches
+    with pytest.raises(NotFittedError):
+        MemorizationDiscrepancyScorer(
+            FrozenEstimator(DiscrepancyAwareOnlineClassifier())).fit(digits.X_train)
+
+
+@pytest.fixture(scope="module")
+def pandas_classifier(digits):
+    pd = pytest.importorskip("pandas")
+    columns = [f"pixel_{i}" for i in range(64)]
+    frame = pd.DataFrame(digits.X_train[:300], columns=columns)
+    clf = DiscrepancyAwareOnlineClassifier(random_state=0).fit(frame, digits.y_train[:300])
+    return clf, columns
+
+
+@pytest.mark.parametrize("wrap", ["prefit", "frozen"])
+def test_no_feature_name_warnings_over_a_pandas_fitted_classifier(digits, pandas_classifier,
+                                                                  wrap):
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    from sklearn.frozen import FrozenEstimator
+
+    clf, columns = pandas_classifier
+    frame = pd.DataFrame(digits.X_test, columns=columns)
+    scorer = (MemorizationDiscrepancyScorer(clf, prefit=True) if wrap == "prefit"
+              else MemorizationDiscrepancyScorer(FrozenEstimator(clf)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scorer.fit(frame)
+        scores = scorer.transform(frame)
+        scorer.predict(frame)
+        scorer.fit(digits.X_train)  # fit with an array: the names are the classifier's
+        assert_allclose(scorer.transform(frame), scores)
+    assert list(scorer.feature_names_in_) == columns
+    # A plain array warns once, as scikit-learn does, naming the scorer.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_allclose(scorer.transform(digits.X_test), scores)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "MemorizationDiscrepancyScorer" in messages[0]
+    assert "does not have valid feature names" in messages[0]
+    with pytest.raises(ValueError, match="feature names"):
+        scorer.transform(frame.rename(columns={"pixel_0": "other"}))
+
+
+def test_prefit_fit_refuses_other_feature_names(digits, pandas_classifier):
+    pd = pytest.importorskip("pandas")
+    clf, columns = pandas_classifier
+    frame = pd.DataFrame(digits.X_train, columns=[f"f{i}" for i in range(64)])
+    with pytest.raises(ValueError, match="feature names"):
+        MemorizationDiscrepancyScorer(clf, prefit=True).fit(frame)
+
+
+@pytest.mark.parametrize("threshold", [True, False])
+def test_scorer_threshold_refuses_bools(digits, fitted_classifier, threshold):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    scorer = MemorizationDiscrepancyScorer(fitted_classifier, threshold=threshold,
+                                           prefit=True)
+    with pytest.raises(InvalidParameterError, match="'threshold' parameter"):
+        scorer.fit(digits.X_train)
