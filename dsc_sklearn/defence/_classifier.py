@@ -110,9 +110,13 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         Passes over the data made by :meth:`fit`.
     history_size : int, default=4
         Number of weight snapshots kept.
-    snapshot_every : int, default=10
+    snapshot_every : int or None, default=10
         Training batches between two snapshots. The initial weights are the
-        first snapshot, so a reference always exists.
+        first snapshot, so a reference always exists. ``None`` takes no
+        periodic snapshot: the buffer then holds the initial weights and
+        whatever :meth:`take_snapshot` stores, e.g. one frozen historical
+        model taken halfway through a burn-in, as the paper's reference code
+        does (``history_size=1``).
     reference : {"oldest", "newest", "mean", "max", "all"}, default="oldest"
         Which snapshot(s) the current model is compared with. ``"mean"`` and
         ``"max"`` reduce the discrepancies over all snapshots; ``"all"``
@@ -552,6 +556,36 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 f"samples={self.n_samples_seen_} flagged={n_flagged} "
                 f"loss={values[-1, 0]:.4f}"
             )
+
+    def take_snapshot(self):
+        """Store the current weights in the snapshot buffer now.
+
+        The oldest snapshot leaves a full buffer. With ``snapshot_every=None``
+        and ``history_size=1`` this freezes the reference: the memorization
+        discrepancy is then measured against the model of this moment, as
+        in the paper's reference code (a checkpoint from halfway through
+        the burn-in).
+
+        Returns
+        -------
+        self : DiscrepancyAwareOnlineClassifier
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+        >>> rng = np.random.RandomState(0)
+        >>> X, y = rng.rand(200, 4), rng.randint(2, size=200)
+        >>> clf = DiscrepancyAwareOnlineClassifier(snapshot_every=None, history_size=1,
+        ...                                        random_state=0).fit(X, y)
+        >>> frozen = clf.take_snapshot().snapshots_[0]
+        >>> clf = clf.partial_fit(X, y)
+        >>> clf.snapshots_[0] is frozen
+        True
+        """
+        check_is_fitted(self)
+        self.net_.snapshots_.snapshot(self.net_.module_)
+        return self
 
     # --------------------------------------------------------- persistence
 

@@ -106,7 +106,7 @@ PARAMETERS = (
     Parameter("batch_size", 100, _POSITIVE_INT, "estimator"),
     Parameter("max_epochs", 1, _POSITIVE_INT, "estimator"),
     Parameter("history_size", 4, _POSITIVE_INT, adjust=_resize_buffer),
-    Parameter("snapshot_every", 10, _POSITIVE_INT, adjust=_respace_buffer),
+    Parameter("snapshot_every", 10, (None,) + _POSITIVE_INT, adjust=_respace_buffer),
     Parameter("reference", "oldest", (StrOptions(set(REFERENCES)),)),
     Parameter("threshold", "auto", _THRESHOLD, component="threshold_policy_",
               build=make_threshold, stateful=True),

@@ -71,7 +71,7 @@ _PLAIN_SCALARS = (bool, int, float, str, type(None))
 _ENTRIES = ("format", "format_version", "library_version", "params", "classes",
             "n_features_in", "feature_names_in", "counters", "stream_log",
             "last_flagged", "net")
-_COUNTERS = ("n_batches_seen", "n_samples_seen", "n_flagged")
+_COUNTERS = ("n_batches_seen", "n_samples_seen", "n_flagged", "n_steps_scaled")
 
 
 # ------------------------------------------------------------- plain values
@@ -421,7 +421,8 @@ def _checked_counters(counters, source):
             raise _corrupt(source, f"its counters hold {name}={_describe(counters[name])}, "
                                    "not a non-negative int")
     values = {name: int(counters[name]) for name in _COUNTERS}
-    if max(values["n_batches_seen"], values["n_flagged"]) > values["n_samples_seen"]:
+    if (max(values["n_batches_seen"], values["n_flagged"]) > values["n_samples_seen"]
+            or values["n_steps_scaled"] > values["n_batches_seen"]):
         raise _corrupt(source, f"its counters {values} count more batches or flagged "
                                "samples than samples")
     return values

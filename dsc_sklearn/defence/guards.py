@@ -139,7 +139,8 @@ class StepGuard(BaseEstimator):
     (``alpha = 0``: parameters and optimizer state as before the step).
 
     Scaled steps do not enter the calibration window, so a sustained attack
-    cannot ramp the bound up, and their rows do not enter the probe.
+    cannot ramp the bound up, and, by default, their rows do not enter the
+    probe.
 
     Parameters
     ----------
@@ -159,6 +160,11 @@ class StepGuard(BaseEstimator):
         Zeno and FLTrust use (labels as passed to ``partial_fit``).
     probe_size : int, default=256
         Rows in the reservoir or recent probe.
+    admit : {"unscaled", "all"}, default="unscaled"
+        Which steps' rows enter a reservoir or recent probe: only those of
+        unscaled steps (an attacker's rows enter only when their step looked
+        normal), or those of every step that was not refused (the probe then
+        follows a sustained shift).
     recent_size : int, default=0
         Rows of the most recent batches (scaled or not) whose loss must
         rise too for a step to count as harmful; ``0`` judges on the probe
@@ -222,6 +228,7 @@ class StepGuard(BaseEstimator):
         "warmup": [Interval(numbers.Integral, 0, None, closed="left")],
         "probe": [StrOptions(set(_PROBES)), tuple, list],
         "probe_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "admit": [StrOptions({"unscaled", "all"})],
         "recent_size": [Interval(numbers.Integral, 0, None, closed="left")],
         "rule": [StrOptions(set(_RULES))],
         "max_halvings": [Interval(numbers.Integral, 0, None, closed="left")],
@@ -230,13 +237,14 @@ class StepGuard(BaseEstimator):
     }
 
     def __init__(self, *, margin=2.0, window=50, warmup=10, probe="reservoir",
-                 probe_size=256, recent_size=0, rule="harmful", max_halvings=4,
-                 optimizer_state="scale", random_state=None):
+                 probe_size=256, admit="unscaled", recent_size=0, rule="harmful",
+                 max_halvings=4, optimizer_state="scale", random_state=None):
         self.margin = margin
         self.window = window
         self.warmup = warmup
         self.probe = probe
         self.probe_size = probe_size
+        self.admit = admit
         self.recent_size = recent_size
         self.rule = rule
         self.max_halvings = max_halvings
@@ -319,7 +327,8 @@ class StepGuard(BaseEstimator):
             self.probe_.logits = after
             if after_recent is not None:
                 self.recent_.logits = after_recent
-        self._add_rows(net, step.X_train, step.y_train, trained=step.step_scale == 1.0)
+        admitted = step.step_scale == 1.0 or (self.admit == "all" and step.step_scale > 0)
+        self._add_rows(net, step.X_train, step.y_train, trained=admitted)
         self._params = self._state = None
 
     def _bound(self):

@@ -28,8 +28,10 @@ class SnapshotBuffer:
     ----------
     history_size : int, default=4
         Maximum number of snapshots kept; the oldest is dropped first.
-    snapshot_every : int, default=10
-        Number of training steps between two snapshots.
+    snapshot_every : int or None, default=10
+        Number of training steps between two snapshots; ``None`` takes none
+        (the buffer then holds what :meth:`snapshot` stores, e.g. one frozen
+        historical model, as in the paper's reference code).
 
     Attributes
     ----------
@@ -85,7 +87,7 @@ class SnapshotBuffer:
             Whether a snapshot was taken.
         """
         self.n_steps_ += 1
-        if self.n_steps_ % self.snapshot_every:
+        if self.snapshot_every is None or self.n_steps_ % self.snapshot_every:
             return False
         self.snapshot(module)
         return True
