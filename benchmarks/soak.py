@@ -146,7 +146,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=20_000)
     parser.add_argument("--every", type=int, default=20_000,
                         help="record the RSS every this many samples")
-    parser.add_argument("--correction", default="dsc")
+    parser.add_argument("--correction", default="none")
     parser.add_argument("--threshold", default="auto")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: torch's choice)")

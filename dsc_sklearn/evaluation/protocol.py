@@ -128,7 +128,7 @@ def _make_attack(attack, epsilon, input_bounds, random_state):
 
 
 # Parameters switched off during burn-in, which is plain training for all defences.
-_BURN_IN_OFF = {"correction": "none", "clip_value": None}
+_BURN_IN_OFF = {"correction": "none", "clip_value": None, "step_guard": None}
 
 
 def _split_data(data, stream, burn_in_fraction, validation, rng):

@@ -73,7 +73,7 @@ def test_streamed_digits_reaches_90_percent(digits, seed):
 
 
 def test_partial_fit_counts_batches_samples_and_logs(digits):
-    clf = DiscrepancyAwareOnlineClassifier(random_state=0)
+    clf = DiscrepancyAwareOnlineClassifier(correction="dsc", random_state=0)
     stream(clf, digits.X_train[:450], digits.y_train[:450], batch_size=150)
     assert clf.n_batches_seen_ == 6  # each call of 150 rows is split into 100 + 50
     assert clf.n_samples_seen_ == 450
@@ -210,7 +210,7 @@ def test_every_correction_trains(digits, correction, granularity):
 
 def test_schedule_threshold_is_followed(digits):
     clf = DiscrepancyAwareOnlineClassifier(threshold=linear_schedule(0.1, 0.5),
-                                           random_state=0)
+                                           correction="dsc", random_state=0)
     stream(clf, digits.X_train[:300], digits.y_train[:300])
     assert [r["threshold"] for r in clf.stream_log_] == pytest.approx([0.1, 0.6, 1.1])
     assert clf.threshold_ == pytest.approx(1.6)
@@ -409,7 +409,8 @@ def test_set_params_mid_stream_switches_the_defence(digits):
 
 
 def test_unchanged_parameters_keep_the_threshold_calibration(digits):
-    clf = DiscrepancyAwareOnlineClassifier(threshold=linear_schedule(), random_state=0)
+    clf = DiscrepancyAwareOnlineClassifier(threshold=linear_schedule(), correction="dsc",
+                                           random_state=0)
     stream(clf, digits.X_train[:300], digits.y_train[:300])
     clf.set_params(threshold=linear_schedule())  # an equal schedule, not a new one
     clf.partial_fit(digits.X_train[300:400], digits.y_train[300:400])

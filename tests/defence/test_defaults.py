@@ -1,4 +1,4 @@
-"""Pin the measured behaviour behind the chosen defaults (docs/ablations.md)."""
+"""Pin the measured behaviour behind the chosen defaults (docs/results.md, docs/ablations.md)."""
 
 import pytest
 
@@ -27,9 +27,21 @@ def test_default_is_nearly_free_on_a_clean_stream(seed):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
+def test_default_step_guard_holds_the_attack_at_no_clean_cost(seed):
+    data = load_stream_dataset("digits", random_state=seed)
+    default = run_stream_protocol(digits_mlp(), data, random_state=seed)
+    plain = run_stream_protocol(digits_mlp(correction="none", step_guard=None), data,
+                                random_state=seed)
+    assert default.accuracy_trigger >= 0.85
+    assert plain.accuracy_trigger < 0.80  # the attack bites without the guard
+    assert default.accuracy_clean >= plain.accuracy_clean - 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
 def test_loss_gated_batch_drop_stops_the_attack_on_digits(seed):
     # The "batch-drop +loss excl" variant of benchmarks/ablations.py.
-    defence = digits_mlp(granularity="batch", correction="drop",
+    defence = digits_mlp(granularity="batch", correction="drop", step_guard=None,
                          threshold=AutoThreshold(window=100),
                          loss_threshold=AutoThreshold(max_flagged_fraction=0.5))
     result = run_stream_protocol(defence, load_stream_dataset("digits", random_state=seed),

@@ -127,7 +127,7 @@ def test_correction_none_equals_a_plain_sgd_step(batch, make_module):
 
 def test_discrepancy_fields_are_recorded(batch):
     X, _ = batch
-    net = _make_net(_mlp(), threshold=1e9)
+    net = _make_net(_mlp(), threshold=1e9, correction="dsc")
     _perturb(net.module_)
     expected = net.discrepancy(X)
     record = net.train_step(batch)["record"]

@@ -230,15 +230,21 @@ def host_syncs(monkeypatch):
 #: (parameters, decisions per batch): which rows the gate flagged (or, for
 #: "drop", kept), and which are still flagged after each correction step
 #: but the last.
+#: The step guard's decision (``tolist`` of its two measurements) is one
+#: more per batch.
+_NO_GUARD = dict(step_guard=None)
 SYNC_CASES = [
-    (dict(correction="none"), 0),
-    (dict(threshold=1e9), 1),
-    (dict(threshold=1e9, reference="mean", loss_threshold=1e9), 1),
-    (dict(correction="drop", threshold=1e9), 1),
-    (dict(correction="drop", threshold=0.0), 1),
-    (dict(threshold=0.0, max_correction_steps=2), 2),
-    (dict(threshold="auto", correction="descent", max_correction_steps=2), 0),
-    (dict(correction="adversarial", max_correction_steps=2), 0),
+    (dict(_NO_GUARD, correction="none"), 0),
+    (dict(), 1),
+    (dict(_NO_GUARD, correction="dsc", threshold=1e9), 1),
+    (dict(correction="dsc", threshold=1e9), 2),
+    (dict(_NO_GUARD, correction="dsc", threshold=1e9, reference="mean",
+          loss_threshold=1e9), 1),
+    (dict(_NO_GUARD, correction="drop", threshold=1e9), 1),
+    (dict(_NO_GUARD, correction="drop", threshold=0.0), 1),
+    (dict(_NO_GUARD, correction="dsc", threshold=0.0, max_correction_steps=2), 2),
+    (dict(_NO_GUARD, threshold="auto", correction="descent", max_correction_steps=2), 0),
+    (dict(_NO_GUARD, correction="adversarial", max_correction_steps=2), 0),
 ]
 
 
@@ -250,10 +256,10 @@ def test_host_syncs_per_batch_are_the_decisions_only(digits, host_syncs, params,
     for n_batches in (2, 6):
         host_syncs.clear()
         clf.partial_fit(X[:20 * n_batches], y[:20 * n_batches])
-        decisions = host_syncs["__bool__"] + host_syncs["nonzero"]
+        decisions = host_syncs["__bool__"] + host_syncs["nonzero"] + host_syncs["tolist"]
         assert decisions == per_batch * n_batches, host_syncs
         assert host_syncs["cpu"] == 1  # the log and the flags, once per call
-        for name in ("item", "tolist", "__float__", "__int__"):
+        for name in ("item", "__float__", "__int__"):
             assert host_syncs[name] == 0, (name, host_syncs)
     assert len(clf.stream_log_) == 9 and clf.last_flagged_.shape == (120,)
 

@@ -33,7 +33,9 @@ from dsc_sklearn.defence.modules import SmallCNN
 from dsc_sklearn.defence.thresholds import linear_schedule
 
 CLASSES = np.arange(10)
-SMALL = dict(hidden_layer_sizes=(32,), batch_size=50, history_size=3, snapshot_every=2)
+# DSC's gate runs, so the threshold policies calibrate; the step guard is on.
+SMALL = dict(hidden_layer_sizes=(32,), batch_size=50, history_size=3, snapshot_every=2,
+             correction="dsc")
 CONFIGS = {
     # "auto" calibrates after 10 batches: the checkpoint holds a live window.
     "auto": dict(SMALL, input_bounds=(0.0, 1.0), random_state=0),
@@ -165,7 +167,8 @@ def test_round_trip_restores_each_piece_of_state(digits):
 
 def test_schedule_step_survives_a_round_trip(digits):
     X, y = digits.X_train, digits.y_train
-    clf = DiscrepancyAwareOnlineClassifier(threshold=linear_schedule(0.1, 0.5), random_state=0)
+    clf = DiscrepancyAwareOnlineClassifier(threshold=linear_schedule(0.1, 0.5),
+                                           correction="dsc", random_state=0)
     stream(clf, X, y, 0, 300)
     for restored in (pickle.loads(pickle.dumps(clf)), save_load_round_trip(clf)):
         assert restored.threshold_ == pytest.approx(1.6)

@@ -49,9 +49,9 @@ def test_long_stream_keeps_memory_and_logs_bounded(monkeypatch, one_torch_thread
     assert len(clf.stream_log_) == 250
     assert clf.stream_log_[-1]["step"] == clf.n_batches_seen_
     assert len(clf.snapshots_) == clf.history_size
-    policy = clf.net_.threshold_policy_
-    assert len(policy._history) <= policy.window
-    assert math.isfinite(clf.threshold_)
+    guard = clf.net_.step_guard_
+    assert len(guard.probe_) == guard.probe_size and len(guard.window_) <= guard.window
+    assert guard.n_steps_ == clf.n_batches_seen_
     if math.isnan(report["growth_mb"]):
         pytest.skip("no way to read the resident set size on this platform")
     assert report["growth_mb"] <= MAX_GROWTH_MB, report
