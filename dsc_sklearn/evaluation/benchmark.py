@@ -1,29 +1,38 @@
 """The attack-and-defence benchmark: defences x datasets x seeds.
 
 :func:`run_benchmark` runs :func:`~dsc_sklearn.evaluation.protocol.run_stream_protocol`
-for every combination, in parallel through joblib (any joblib backend,
-``dask`` included, via :func:`joblib.parallel_config`), and
-:func:`results_table` aggregates the runs into a markdown table. The
-``dsc-sklearn benchmark`` command wraps both and draws the plots of
+(and :func:`~dsc_sklearn.evaluation.protocol.run_drift_protocol`) for every
+combination, in parallel through joblib (any joblib backend, ``dask``
+included, via :func:`joblib.parallel_config`), with one torch thread per
+run. :func:`results_table` and :func:`drift_table` aggregate the runs into
+markdown tables (:mod:`dsc_sklearn.evaluation.report` explains their
+columns and writes ``results.md`` and ``report.html``). The ``dsc-sklearn
+benchmark`` command wraps them all and draws the plots of
 :mod:`dsc_sklearn.evaluation.plotting`.
 """
 
+import contextlib
 import json
 from functools import partial
 
 import numpy as np
+import torch
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from ..defence._classifier import DiscrepancyAwareOnlineClassifier
 from .datasets import load_stream_dataset
 from .protocol import DRIFTS, run_drift_protocol, run_stream_protocol
+from .report import attack_results, drift_results
 from ..defence.modules import SmallCNN
 from ..defence.thresholds import linear_schedule
 
 __all__ = [
     "BENCHMARKS",
     "DEFENCES",
+    "QUICK_BENCHMARKS",
+    "QUICK_DEFENCES",
+    "QUICK_DRIFTS",
     "drift_table",
     "make_defence",
     "results_table",
@@ -31,16 +40,23 @@ __all__ = [
     "save_results",
 ]
 
-#: Defences by name: the estimator parameters each one sets.
+#: Defences by name: the estimator parameters each one sets. Every row but
+#: ``DSC-default`` (the library's defaults, whatever they are) names each part
+#: of the defence it uses and switches the others off, so that a change of
+#: the defaults never changes what a row measures.
 DEFENCES = {
-    "ST": {"correction": "none"},
-    "GC": {"correction": "none", "clip_value": 0.01},
-    "AT-reference": {"correction": "descent"},
-    "AT-Madry": {"correction": "adversarial"},
+    "ST": {"correction": "none", "step_guard": None},
+    "GC": {"correction": "none", "clip_value": 0.01, "step_guard": None},
+    "AT-reference": {"correction": "descent", "step_guard": None},
+    "AT-Madry": {"correction": "adversarial", "step_guard": None},
     "DSC-paper": {"correction": "dsc", "granularity": "batch",
-                  "threshold": linear_schedule()},
+                  "threshold": linear_schedule(), "step_guard": None},
     "DSC-default": {},
 }
+
+#: The defences of ``dsc-sklearn benchmark --quick``, by name: the library's
+#: defaults, plain training, the strongest baseline and the paper's recipe.
+QUICK_DEFENCES = ("DSC-default", "ST", "GC", "DSC-paper")
 
 #: Benchmark settings by name: a data set and the module trained on it.
 BENCHMARKS = {
@@ -48,6 +64,12 @@ BENCHMARKS = {
     "digits-cnn": ("digits", (1, 8, 8)),
     "mnist1d-cnn": ("mnist1d", (1, 40)),
 }
+
+#: The benchmarks of ``dsc-sklearn benchmark --quick``.
+QUICK_BENCHMARKS = ("digits-mlp",)
+
+#: The benign drifts of ``dsc-sklearn benchmark --quick``.
+QUICK_DRIFTS = tuple(DRIFTS)
 
 # Attacks that run only against plain training, as baselines of the attack.
 _ST_BASELINE_ATTACKS = ("noise", "trigger_only")
@@ -94,7 +116,21 @@ def make_defence(defence, benchmark, params=None):
 _DRIFT_PARAMS = ("burn_in_fraction", "burn_in_epochs", "defence_warmup", "batch_size")
 
 
-def _run(benchmark, defence, params, attack, seed, stream, protocol_params):
+@contextlib.contextmanager
+def _torch_threads(n_threads):
+    """Run with ``n_threads`` torch intra-op threads (``None``: leave them be)."""
+    if n_threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(benchmark, defence, params, attack, seed, stream, protocol_params, torch_threads=1):
     """One protocol run as a JSON-serialisable record.
 
     ``attack`` is an attack of the stream protocol, or ``"drift-<kind>"``
@@ -102,15 +138,17 @@ def _run(benchmark, defence, params, attack, seed, stream, protocol_params):
     """
     data = load_stream_dataset(BENCHMARKS[benchmark][0], random_state=seed)
     estimator = make_defence(defence, benchmark, params)
-    if attack.startswith("drift-"):
-        result = run_drift_protocol(
-            estimator, data, kind=attack[len("drift-"):], stream=stream, random_state=seed,
-            n_steps=protocol_params.get("max_steps", 40),
-            **{key: value for key, value in protocol_params.items() if key in _DRIFT_PARAMS},
-        )
-    else:
-        result = run_stream_protocol(estimator, data, attack=attack, stream=stream,
-                                     random_state=seed, **protocol_params)
+    with _torch_threads(torch_threads):
+        if attack.startswith("drift-"):
+            result = run_drift_protocol(
+                estimator, data, kind=attack[len("drift-"):], stream=stream,
+                random_state=seed, n_steps=protocol_params.get("max_steps", 40),
+                **{key: value for key, value in protocol_params.items()
+                   if key in _DRIFT_PARAMS},
+            )
+        else:
+            result = run_stream_protocol(estimator, data, attack=attack, stream=stream,
+                                         random_state=seed, **protocol_params)
     record = {"benchmark": benchmark, "defence": defence, "attack": attack, "seed": seed,
               "stream": stream}
     for key, value in result.items():
@@ -129,8 +167,8 @@ def _plain(value):
 
 
 def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0, 1, 2),
-                  *, stream="new", drifts=tuple(DRIFTS), n_jobs=None, progress=True,
-                  **protocol_params):
+                  *, stream="new", drifts=tuple(DRIFTS), n_jobs=None, torch_threads=1,
+                  progress=True, **protocol_params):
     """Run every defence on every benchmark and seed.
 
     Plain training (``ST``) also runs against the uniform-noise stream and
@@ -153,7 +191,15 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
         Benign drifts to run; ``()`` runs none. Their records have
         ``attack="drift-<kind>"``.
     n_jobs : int, default=None
-        Parallel runs through :class:`joblib.Parallel`.
+        Parallel runs through :class:`joblib.Parallel` (``None``: one at a
+        time, unless a :func:`joblib.parallel_config` context says
+        otherwise). ``dsc-sklearn benchmark`` passes the number of usable
+        cores.
+    torch_threads : int or None, default=1
+        Torch intra-op threads of each run, restored afterwards. These
+        models are too small to gain from more; with more, one busy core
+        stalls every OpenMP barrier of every run. ``None`` leaves torch's
+        setting alone.
     progress : bool, default=True
         Show a tqdm progress bar.
     **protocol_params : dict
@@ -185,104 +231,53 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
         for seed in seeds
     ]
     runs = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_run)(*job, stream, protocol_params) for job in jobs
+        delayed(_run)(*job, stream, protocol_params, torch_threads) for job in jobs
     )
     return list(tqdm(runs, total=len(jobs), desc="benchmark", disable=not progress))
 
 
-def _mean_std(values, scale=1.0, digits=1):
-    values = np.array([v for v in values if v is not None], dtype=float) * scale
-    if values.size == 0:
-        return "n/a"
-    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+def results_table(records, legend=False):
+    """Markdown table of the attack runs: mean ± standard deviation over seeds.
 
-
-def results_table(records):
-    """Markdown table of the runs: mean ± standard deviation over seeds.
-
-    Accuracies and flagged fractions are in percent; "clean cost" is the
-    drop of the clean-stream accuracy against plain training (``ST``) on the
-    same benchmark, in points.
+    Accuracies and flagged shares are in %, "clean cost" is the drop of the
+    clean-stream accuracy against plain training (``ST``) on the same
+    benchmark, in points; :data:`~dsc_sklearn.evaluation.report.ATTACK_COLUMNS`
+    explains every column.
 
     Parameters
     ----------
     records : list of dict
         As returned by :func:`run_benchmark`.
+    legend : bool, default=False
+        Follow the table with one line per column saying what it holds.
 
     Returns
     -------
     table : str
     """
-    header = (
-        "| benchmark | defence | attack | seeds | after burn-in | before trigger "
-        "| after trigger | clean stream | clean cost (pt) | steps | flagged clean "
-        "| flagged poison | flagged trigger | AUC disc. sample | AUC disc. batch "
-        "| AUC loss sample | time (s) |\n" + "|---" * 17 + "|\n"
-    )
-    groups = _groups(r for r in records if not r["attack"].startswith("drift-"))
-    rows = []
-    for (benchmark, defence, attack), runs in groups.items():
-        plain = groups.get((benchmark, "ST", "accumulative"), runs)
-        baseline = np.mean([r["accuracy_clean"] for r in plain])
-        cost = [100 * (baseline - r["accuracy_clean"]) for r in runs]
-
-        def column(name, scale=100.0, digits=1):
-            return _mean_std([r[name] for r in runs], scale, digits)
-
-        rows.append(
-            f"| {benchmark} | {defence} | {attack} | {len(runs)} "
-            f"| {column('accuracy_burn_in')} | {column('accuracy_accumulative')} "
-            f"| **{column('accuracy_trigger')}** | {column('accuracy_clean')} "
-            f"| {_mean_std(cost)} | {column('n_accumulative_steps', 1.0)} "
-            f"| {column('flagged_fraction_clean')} | {column('flagged_fraction_poison')} "
-            f"| {column('flagged_fraction_trigger')} "
-            f"| {column('auc_discrepancy_sample', 1.0, 2)} "
-            f"| {column('auc_discrepancy_batch', 1.0, 2)} "
-            f"| {column('auc_loss_sample', 1.0, 2)} | {column('wall_time', 1.0)} |"
-        )
-    return header + "\n".join(rows) + "\n"
+    return attack_results(records).markdown(legend)
 
 
-def _groups(records):
-    groups = {}
-    for record in records:
-        key = (record["benchmark"], record["defence"], record["attack"])
-        groups.setdefault(key, []).append(record)
-    return groups
-
-
-def drift_table(records):
+def drift_table(records, legend=False):
     """Markdown table of the benign-drift runs: mean ± standard deviation.
 
     "gap" is plain training's accuracy minus the defence's on the drifted
-    test set (positive: the defence costs accuracy), in points.
+    test set (positive: the defence costs accuracy), in points;
+    :data:`~dsc_sklearn.evaluation.report.DRIFT_COLUMNS` explains every
+    column.
 
     Parameters
     ----------
     records : list of dict
         As returned by :func:`run_benchmark`.
+    legend : bool, default=False
+        Follow the table with one line per column saying what it holds.
 
     Returns
     -------
     table : str
     """
-    header = (
-        "| benchmark | defence | drift | seeds | accuracy (drifted test) "
-        "| plain training | gap (pt) | flagged | time (s) |\n" + "|---" * 9 + "|\n"
-    )
-    rows = []
-    for (benchmark, defence, drift), runs in _groups(
-            r for r in records if r["attack"].startswith("drift-")).items():
-        def column(name, scale=100.0):
-            return _mean_std([r[name] for r in runs], scale)
-
-        rows.append(
-            f"| {benchmark} | {defence} | {drift[len('drift-'):]} | {len(runs)} "
-            f"| {column('accuracy_drift')} | {column('accuracy_plain')} "
-            f"| **{column('accuracy_gap')}** | {column('flagged_fraction_drift')} "
-            f"| {column('wall_time', 1.0)} |"
-        )
-    return header + "\n".join(rows) + "\n"
+    return drift_results(records).markdown(legend)
 
 
 def save_results(records, path):

@@ -1,19 +1,27 @@
-"""Tests for the benchmark suite, its table, plots and the CLI."""
+"""Tests for the benchmark suite and its tables."""
 
 import json
 
+import numpy as np
 import pytest
+import torch
+from sklearn.utils import Bunch
 
+import dsc_sklearn.evaluation.benchmark as benchmark
+from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+from dsc_sklearn.defence.modules import SmallCNN
 from dsc_sklearn.evaluation.benchmark import (
     BENCHMARKS,
     DEFENCES,
+    QUICK_BENCHMARKS,
+    QUICK_DEFENCES,
+    QUICK_DRIFTS,
     drift_table,
     make_defence,
     results_table,
     run_benchmark,
 )
-from dsc_sklearn.evaluation.cli import main
-from dsc_sklearn.defence.modules import SmallCNN
+from dsc_sklearn.evaluation.protocol import DRIFTS
 
 FAST = dict(max_steps=2, burn_in_epochs=1, defence_warmup=1)
 
@@ -48,7 +56,8 @@ def test_run_benchmark_records_and_table():
 
 
 def test_drift_runs_and_table():
-    variants = {"plain": {"correction": "none"}, "gated": {"threshold": 0.0}}
+    variants = {"plain": {"correction": "none", "step_guard": None},
+                "gated": {"correction": "dsc", "threshold": 0.0, "step_guard": None}}
     records = run_benchmark(["digits-mlp"], variants, [0], progress=False,
                             drifts=("brightness",), **FAST)
     drift = [r for r in records if r["attack"] == "drift-brightness"]
@@ -61,40 +70,58 @@ def test_drift_runs_and_table():
     assert "drift" not in results_table(records).split("\n", 2)[2]
 
 
-def test_cli_quick_smoke(tmp_path, capsys):
-    status = main(["benchmark", "--quick", "--defences", "ST", "GC", "--seeds", "1",
-                   "--max-steps", "2", "--burn-in-epochs", "2", "--drifts", "translation",
-                   "--output", str(tmp_path)])
-    assert status == 0
-    output = capsys.readouterr().out
-    assert "| digits-mlp | GC | accumulative |" in output
-    assert "| digits-mlp | GC | translation |" in output
-    records = json.loads((tmp_path / "results.json").read_text())
-    assert {r["defence"] for r in records} == {"ST", "GC"}
-    assert {r["attack"] for r in records} >= {"accumulative", "drift-translation"}
-    assert "dsc-sklearn benchmark" in (tmp_path / "results.md").read_text()
-    for name in ("accuracy_stream", "discrepancy", "tradeoff"):
-        assert (tmp_path / f"digits-mlp_{name}.png").stat().st_size > 1000
+def test_the_quick_set_names_rows_of_the_tables():
+    assert set(QUICK_DEFENCES) <= set(DEFENCES)
+    assert set(QUICK_BENCHMARKS) <= set(BENCHMARKS)
+    assert set(QUICK_DRIFTS) <= set(DRIFTS)
+    assert {"DSC-default", "ST", "GC", "DSC-paper"} <= set(QUICK_DEFENCES)
+    assert DEFENCES["DSC-default"] == {}  # the library's defaults, whatever they are
 
 
-def test_cli_passes_the_protocol_options(monkeypatch):
-    import dsc_sklearn.evaluation.cli as cli
-
-    seen = {}
-
-    def fake_run_benchmark(benchmarks, defences, seeds, **options):
-        seen.update(options, benchmarks=benchmarks, seeds=seeds)
-        return []
-
-    monkeypatch.setattr(cli, "run_benchmark", fake_run_benchmark)
-    monkeypatch.setattr(cli, "results_table", lambda records: "")
-    main(["benchmark", "--benchmarks", "mnist1d-cnn", "--seeds", "2", "--burn-in-epochs", "60",
-          "--max-steps", "7", "--drifts"])
-    assert seen["burn_in_epochs"] == 60 and seen["max_steps"] == 7
-    assert seen["benchmarks"] == ["mnist1d-cnn"] and seen["seeds"] == (0, 1)
-    assert seen["drifts"] == ()
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
-def test_cli_rejects_unknown_defence(capsys):
-    with pytest.raises(SystemExit):
-        main(["benchmark", "--defences", "magic"])
+def test_each_run_uses_one_torch_thread_and_restores_the_setting(monkeypatch, threads):
+    seen = []
+
+    def fake_protocol(estimator, data, **params):
+        seen.append(torch.get_num_threads())
+        return Bunch(accuracy_trigger=0.5, accuracy_curve=np.array([0.9, 0.5]),
+                     detection={"f1": 0.0}, auc_loss_batch=np.nan)
+
+    monkeypatch.setattr(benchmark, "run_stream_protocol", fake_protocol)
+    torch.set_num_threads(2)
+    records = run_benchmark(["digits-mlp"], ["GC"], [0], drifts=(), n_jobs=1, progress=False)
+    assert seen == [1]
+    assert torch.get_num_threads() == 2
+    assert records[0]["accuracy_curve"] == [0.9, 0.5]
+    assert records[0]["auc_loss_batch"] is None  # NaN -> null in JSON
+    assert records[0]["detection"] == {"f1": 0.0}
+    run_benchmark(["digits-mlp"], ["GC"], [0], drifts=(), n_jobs=1, progress=False,
+                  torch_threads=None)
+    assert seen[-1] == 2
+
+
+def test_tables_can_carry_their_legends():
+    records = run_benchmark(["digits-mlp"], ["ST"], [0], progress=False, drifts=("noise",),
+                            n_jobs=1, **FAST)
+    attack, drift = results_table(records, legend=True), drift_table(records, legend=True)
+    assert "- **after trigger (%)**: " in attack and "- **clean cost (pt)**: " in attack
+    assert "- **gap (pt)**: " in drift
+    assert "**after trigger (%)**" not in results_table(records)
+
+
+def test_every_row_but_the_defaults_names_its_parts():
+    defaults = DiscrepancyAwareOnlineClassifier().get_params()
+    for name, params in DEFENCES.items():
+        if name != "DSC-default":
+            assert "correction" in params and "step_guard" in params, name
+    plain = make_defence("ST", "digits-mlp").get_params()
+    assert plain["correction"] == "none" and plain["clip_value"] is None
+    assert plain["step_guard"] is None
+    assert make_defence("DSC-default", "digits-mlp").get_params()["step_guard"] == \
+        defaults["step_guard"]

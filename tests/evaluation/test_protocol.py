@@ -15,7 +15,7 @@ from dsc_sklearn.evaluation.protocol import (
 
 
 def plain(**params):
-    params = {"correction": "none", **params}
+    params = {"correction": "none", "step_guard": None, **params}
     return DiscrepancyAwareOnlineClassifier(
         hidden_layer_sizes=(128, 128), input_bounds=(0.0, 1.0), **params)
 
@@ -50,7 +50,7 @@ def test_protocol_is_deterministic_per_seed(digits):
 def test_result_fields_and_ranges(digits):
     result = run_stream_protocol(
         DiscrepancyAwareOnlineClassifier(hidden_layer_sizes=(32,), input_bounds=(0.0, 1.0),
-                                         threshold=0.0),
+                                         correction="dsc", threshold=0.0),
         digits[0], attack="accumulative", max_steps=3, burn_in_epochs=1,
         defence_warmup=1, stealth_slack=None, random_state=0)
     assert result.n_accumulative_steps == 3

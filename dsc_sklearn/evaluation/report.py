@@ -1,0 +1,469 @@
+"""The benchmark's report: tables whose columns are explained, results.md, report.html.
+
+:func:`attack_results` and :func:`drift_results` aggregate benchmark records
+over seeds into a :class:`Table`, whose :class:`Column` objects carry each
+column's header (with its unit) and its legend. :func:`write_report` writes
+``results.md`` and a self-contained ``report.html`` (figures embedded,
+no network access needed to read it), each with the command line, the
+versions, the date and the machine.
+
+Only the standard library and numpy are imported here.
+
+Examples
+--------
+>>> from dsc_sklearn.evaluation.report import attack_results
+>>> records = [{"benchmark": "digits-mlp", "defence": "ST", "attack": "accumulative",
+...             "seed": seed, "accuracy_burn_in": 0.9, "accuracy_accumulative": 0.8,
+...             "accuracy_trigger": trigger, "accuracy_clean": 0.95}
+...            for seed, trigger in ((0, 0.6), (1, 0.7))]
+>>> table = attack_results(records)
+>>> table.rows[0][:7]
+['digits-mlp', 'ST', 'accumulative', '2', '90.0 ± 0.0', '80.0 ± 0.0', '**65.0 ± 5.0**']
+>>> table.columns[6].header
+'after trigger (%)'
+"""
+
+import base64
+import datetime
+import html
+import os
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = [
+    "ATTACK_COLUMNS",
+    "DRIFT_COLUMNS",
+    "Column",
+    "Table",
+    "attack_results",
+    "drift_results",
+    "environment",
+    "usable_cores",
+    "write_report",
+]
+
+
+def usable_cores():
+    """The number of CPU cores this process may run on.
+
+    Returns
+    -------
+    n_cores : int
+        ``len(os.sched_getaffinity(0))`` where the platform has it (it
+        honours ``taskset`` and container CPU sets), else
+        ``os.cpu_count()``.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.report import usable_cores
+    >>> usable_cores() >= 1
+    True
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _mean_std(values, scale=1.0, digits=1):
+    values = np.array([v for v in values if v is not None], dtype=float) * scale
+    if values.size == 0:
+        return "n/a"
+    mean = round(float(values.mean()), digits) + 0.0  # never "-0.0"
+    return f"{mean:.{digits}f} ± {values.std():.{digits}f}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a results table.
+
+    Parameters
+    ----------
+    header : str
+        The column's name, with its unit in parentheses.
+    legend : str
+        What the column holds, for the legend under the table.
+    cell : callable
+        ``cell(runs) -> str``: the cell of a group of runs (records).
+    bold : bool, default=False
+        Whether the cells are the table's headline (bold in markdown).
+    """
+
+    header: str
+    legend: str
+    cell: Callable = field(repr=False)
+    bold: bool = False
+
+
+def _label(header, legend, name):
+    return Column(header, legend, lambda runs: str(runs[0][name]))
+
+
+def _stat(header, legend, key, scale=100.0, digits=1, bold=False):
+    return Column(header, legend,
+                  lambda runs: _mean_std((r.get(key) for r in runs), scale, digits), bold)
+
+
+_SEEDS = Column("seeds", "Runs in the row, one per seed. Every other number is the mean "
+                "± standard deviation over these runs.", lambda runs: str(len(runs)))
+_BENCHMARK = _label("benchmark", "The data set and model (`BENCHMARKS`): digits-mlp is "
+                    "scikit-learn's 8×8 digits with an MLP 64-128-128-10, digits-cnn the same "
+                    "data with a small CNN, mnist1d-cnn MNIST-1D with a 1-D CNN.", "benchmark")
+_DEFENCE = _label("defence", "A row of `DEFENCES`, the estimator parameters of a defence. ST "
+                  "is plain training, GC gradient clipping, DSC-default the library's "
+                  "defaults, DSC-paper the paper's recipe.", "defence")
+_TIME = _stat("time (s)", "Wall time of one run, on one worker with one torch thread.",
+              "wall_time", 1.0)
+
+#: The columns of the accumulative-poisoning table, in order.
+ATTACK_COLUMNS = (
+    _BENCHMARK,
+    _DEFENCE,
+    _label("attack", "accumulative: the attack of Pang et al. (2021), every stream batch "
+           "poisoned, then a poisoned trigger batch. noise: uniform noise of the same "
+           "budget on every batch and a clean trigger. trigger_only: a clean stream and "
+           "the poisoned trigger. The last two run against ST only, as baselines of the "
+           "attack.", "attack"),
+    _SEEDS,
+    _stat("after burn-in (%)", "Test accuracy when the attack starts: after the burn-in "
+          "(plain training, the same for every defence) and the warm-up batches, which "
+          "already go through the defence. It therefore differs between defences that "
+          "change training on clean data.", "accuracy_burn_in"),
+    _stat("before trigger (%)", "Test accuracy at the end of the accumulative phase.",
+          "accuracy_accumulative"),
+    _stat("after trigger (%)", "Test accuracy after one training step on the trigger "
+          "batch: the headline, higher is better.", "accuracy_trigger", bold=True),
+    _stat("clean stream (%)", "Test accuracy of the clean twin: a copy of the model at "
+          "the attack's start, fed the same batches and trigger batch without poison.",
+          "accuracy_clean"),
+    _stat("clean cost (pt)", "Plain training's (ST's) mean clean-stream accuracy on this "
+          "benchmark minus this row's, in percentage points: what the defence costs when "
+          "nothing is wrong. Positive: it costs accuracy. n/a without ST runs.",
+          "clean_cost", 1.0),
+    _stat("steps (batches)", "Poisoned batches fed before the attacker's stealth stop "
+          "(test accuracy more than 5 pt below its value when the attack started) or the "
+          "step limit (`--max-steps`).", "n_accumulative_steps", 1.0),
+    _stat("flagged clean (%)", "Share of the clean twin's samples that the defence "
+          "flagged: false alarms.", "flagged_fraction_clean"),
+    _stat("flagged poison (%)", "Share of the poisoned samples that the defence flagged "
+          "during the accumulative phase.", "flagged_fraction_poison"),
+    _stat("flagged trigger (%)", "Share of the trigger batch's samples that the defence "
+          "flagged.", "flagged_fraction_trigger"),
+    _stat("AUC disc. sample", "ROC AUC, from 0 to 1 (0.5 is chance, 1 a perfect "
+          "detector), of the per-sample memorization discrepancy as a detector of "
+          "poisoned samples. Each poisoned batch and its clean original are scored on the "
+          "same model state. n/a when nothing is poisoned.", "auc_discrepancy_sample",
+          1.0, 2),
+    _stat("AUC disc. batch", "The same ROC AUC for batch means of the discrepancy, one "
+          "score per batch.", "auc_discrepancy_batch", 1.0, 2),
+    _stat("AUC loss sample", "The same ROC AUC for the model's per-sample cross-entropy, "
+          "a baseline detector that needs no snapshots.", "auc_loss_sample", 1.0, 2),
+    _TIME,
+)
+
+#: The columns of the benign-drift table, in order.
+DRIFT_COLUMNS = (
+    _BENCHMARK,
+    _DEFENCE,
+    Column("drift", "The benign drift of a clean stream; its level grows linearly over "
+           "the stream up to its final value (`DRIFTS`): noise adds Gaussian noise of that "
+           "standard deviation, brightness adds that offset to every feature, translation "
+           "shifts the images by that many pixels.",
+           lambda runs: runs[0]["attack"][len("drift-"):]),
+    _SEEDS,
+    _stat("accuracy (drifted test) (%)", "Test accuracy of the defended model on the test "
+          "set drifted to the final level.", "accuracy_drift"),
+    _stat("plain training (%)", "The same for a plain-training twin: the same burn-in and "
+          "batches, no defence.", "accuracy_plain"),
+    _stat("gap (pt)", "Plain training's accuracy minus the defence's, in percentage "
+          "points: positive means the defence costs accuracy under a benign drift.",
+          "accuracy_gap", bold=True),
+    _stat("flagged (%)", "Share of the drifting stream's samples that the defence flagged. "
+          "Nothing is poisoned, so every flag is a false alarm.", "flagged_fraction_drift"),
+    _TIME,
+)
+
+
+@dataclass
+class Table:
+    """A results table: columns, rows of cells, and its legend.
+
+    Parameters
+    ----------
+    title : str
+    columns : tuple of Column
+    rows : list of list of str
+        One cell per column; headline cells are already bold (``**...**``).
+    """
+
+    title: str
+    columns: tuple
+    rows: list
+
+    def markdown(self, legend=False):
+        """The table in markdown, optionally followed by its legend."""
+        lines = ["| " + " | ".join(c.header for c in self.columns) + " |",
+                 "|---" * len(self.columns) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        text = "\n".join(lines) + "\n"
+        if legend:
+            text += "\n" + self.legend_markdown()
+        return text
+
+    def legend_markdown(self):
+        """One bullet per column: its header, then what it holds."""
+        return "".join(f"- **{c.header}**: {c.legend}\n" for c in self.columns)
+
+    def html(self):
+        """The table and its legend as an HTML fragment."""
+        head = "".join(f"<th>{html.escape(c.header)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(_html_cell(cell) for cell in row) + "</tr>\n" for row in self.rows)
+        legend = "".join(f"<dt>{html.escape(c.header)}</dt><dd>{_inline(c.legend)}</dd>\n"
+                         for c in self.columns)
+        return (f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n'
+                f'<tbody>\n{body}</tbody>\n</table></div>\n'
+                f'<details open><summary>What the columns mean</summary>\n'
+                f'<dl>\n{legend}</dl></details>\n')
+
+
+def _html_cell(cell):
+    if cell.startswith("**") and cell.endswith("**"):
+        return f"<td><strong>{html.escape(cell[2:-2])}</strong></td>"
+    return f"<td>{html.escape(cell)}</td>"
+
+
+def _inline(text):
+    """Escaped text with markdown's `code` spans as <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
+def _table(title, columns, groups):
+    rows = [[f"**{c.cell(runs)}**" if c.bold else c.cell(runs) for c in columns]
+            for runs in groups.values()]
+    return Table(title, columns, rows)
+
+
+def _groups(records):
+    groups = {}
+    for record in records:
+        key = (record["benchmark"], record["defence"], record["attack"])
+        groups.setdefault(key, []).append(record)
+    return groups
+
+
+def attack_results(records):
+    """The accumulative-poisoning runs aggregated over seeds.
+
+    Parameters
+    ----------
+    records : list of dict
+        As returned by :func:`~dsc_sklearn.evaluation.benchmark.run_benchmark`;
+        benign-drift records are left out.
+
+    Returns
+    -------
+    table : Table
+        One row per benchmark, defence and attack; :data:`ATTACK_COLUMNS`.
+    """
+    runs = [r for r in records if not r["attack"].startswith("drift-")]
+    baselines = {}
+    for (benchmark, defence, attack), group in _groups(runs).items():
+        if defence == "ST" and attack == "accumulative":
+            baselines[benchmark] = np.mean([r["accuracy_clean"] for r in group])
+    runs = [dict(r, clean_cost=None if r["benchmark"] not in baselines
+                 else 100 * (baselines[r["benchmark"]] - r["accuracy_clean"])) for r in runs]
+    return _table("Accumulative poisoning", ATTACK_COLUMNS, _groups(runs))
+
+
+def drift_results(records):
+    """The benign-drift runs aggregated over seeds.
+
+    Parameters
+    ----------
+    records : list of dict
+        As returned by :func:`~dsc_sklearn.evaluation.benchmark.run_benchmark`;
+        only the ``"drift-<kind>"`` records are used.
+
+    Returns
+    -------
+    table : Table
+        One row per benchmark, defence and drift; :data:`DRIFT_COLUMNS`.
+    """
+    runs = [r for r in records if r["attack"].startswith("drift-")]
+    return _table("Benign drift (clean streams)", DRIFT_COLUMNS, _groups(runs))
+
+
+def _version(distribution):
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment():
+    """What produced a report: date, versions and machine.
+
+    Returns
+    -------
+    info : dict of str
+        ``date`` (UTC), ``versions`` (dsc_sklearn, torch, scikit-learn,
+        skorch, numpy, Python), ``machine`` (platform and cores).
+    """
+    from .. import __version__
+
+    versions = [f"dsc_sklearn {__version__}"]
+    versions += [f"{name} {_version(name)}" for name in ("torch", "scikit-learn", "skorch",
+                                                         "numpy", "matplotlib")]
+    versions.append(f"Python {platform.python_version()}")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": ", ".join(versions),
+        "machine": (f"{platform.platform()}, {usable_cores()} usable CPU cores "
+                    f"({os.cpu_count()} in all)"),
+    }
+
+
+_PROTOCOL = (
+    "Each run burns a model in with plain training, switches the defence on and feeds "
+    "it some clean warm-up batches; then the attacker poisons every stream batch until "
+    "test accuracy falls 5 pt (its stealth stop) or the step limit, and feeds one "
+    "poisoned trigger batch. A clean twin of the model sees the same batches unpoisoned. "
+    "Benign-drift runs feed clean batches whose inputs shift gradually, to show what a "
+    "defence costs when nothing is wrong. The protocol is "
+    "`dsc_sklearn.evaluation.protocol.run_stream_protocol`; docs/results.md describes "
+    "it in full and holds the measured full run. The numbers below come from this run "
+    "only."
+)
+
+
+def _run_facts(command, settings, wall_time, n_records):
+    facts = {"command": f"`{command}`"}
+    facts.update(environment())
+    if wall_time is not None:
+        facts["runs"] = f"{n_records} in {wall_time:.1f} s"
+    for name, value in (settings or {}).items():
+        facts[name] = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) \
+            else str(value)
+    return facts
+
+
+def _caption(path):
+    from .plotting import FIGURE_CAPTIONS
+
+    stem = Path(path).stem
+    for kind, caption in FIGURE_CAPTIONS.items():
+        if stem.endswith("_" + kind):
+            return stem[:-len(kind) - 1], kind, caption
+    return stem, stem, ""
+
+
+def _markdown(facts, tables, figures):
+    lines = ["# dsc-sklearn benchmark", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in facts.items()]
+    lines += ["", _PROTOCOL, ""]
+    for table in tables:
+        lines += [f"## {table.title}", "", table.markdown(legend=True)]
+    if figures:
+        lines += ["## Figures", ""]
+        for path in figures:
+            benchmark, kind, caption = _caption(path)
+            lines += [f"### {benchmark}: {kind.replace('_', ' ')}", "",
+                      f"![{benchmark} {kind}]({Path(path).name})", "", caption, ""]
+    return "\n".join(lines)
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 80rem; margin: 2rem auto;
+       padding: 0 1rem; color: #222; line-height: 1.45; }
+table { border-collapse: collapse; font-size: 0.85rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right;
+         white-space: nowrap; }
+th { background: #f3f3f3; }
+td:nth-child(-n+3), th:nth-child(-n+3) { text-align: left; }
+.scroll { overflow-x: auto; }
+table.facts td { text-align: left; white-space: normal; }
+dt { font-weight: bold; margin-top: 0.4rem; }
+dd { margin-left: 1.5rem; }
+figure { margin: 1.5rem 0; }
+figure img { max-width: 100%; }
+figcaption { font-size: 0.9rem; color: #444; max-width: 60rem; }
+code { background: #f3f3f3; padding: 0 0.2rem; }
+"""
+
+
+def _html(facts, tables, figures):
+    rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{_inline(value)}</td></tr>\n"
+                   for name, value in facts.items())
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>dsc-sklearn benchmark</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>dsc-sklearn benchmark</h1>",
+        f'<table class="facts">\n{rows}</table>',
+        f"<p>{_inline(_PROTOCOL)}</p>",
+    ]
+    for table in tables:
+        parts += [f"<h2>{html.escape(table.title)}</h2>", table.html()]
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        for path in figures:
+            benchmark, kind, caption = _caption(path)
+            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            parts.append(
+                f'<figure><img alt="{html.escape(benchmark)} {html.escape(kind)}" '
+                f'src="data:image/png;base64,{data}">'
+                f"<figcaption><strong>{html.escape(benchmark)}: "
+                f"{html.escape(kind.replace('_', ' '))}.</strong> "
+                f"{html.escape(caption)}</figcaption></figure>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(records, output_dir, *, command, settings=None, figures=(), wall_time=None):
+    """Write ``results.md`` and a self-contained ``report.html``.
+
+    Both hold the command line, the date, the versions and the machine,
+    every table with a legend that explains each column and its unit, and
+    the figures (linked from ``results.md``, embedded in ``report.html`` as
+    base64 PNG, so that the page can be mailed or archived alone).
+
+    Parameters
+    ----------
+    records : list of dict
+        As returned by :func:`~dsc_sklearn.evaluation.benchmark.run_benchmark`.
+    output_dir : path-like
+        An existing directory.
+    command : str
+        The command line that produced the records.
+    settings : dict, default=None
+        Further facts to show (seeds, workers, protocol parameters...),
+        by name.
+    figures : sequence of path-like, default=()
+        PNG files in ``output_dir``, as written by
+        :func:`~dsc_sklearn.evaluation.plotting.plot_benchmark`.
+    wall_time : float, default=None
+        Seconds the whole benchmark took.
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+        ``results.md`` and ``report.html``.
+    """
+    output_dir = Path(output_dir)
+    facts = _run_facts(command, settings, wall_time, len(records))
+    tables = [attack_results(records)]
+    if any(r["attack"].startswith("drift-") for r in records):
+        tables.append(drift_results(records))
+    markdown, page = output_dir / "results.md", output_dir / "report.html"
+    markdown.write_text(_markdown(facts, tables, figures), encoding="utf-8")
+    page.write_text(_html(facts, tables, figures), encoding="utf-8")
+    return [markdown, page]
