@@ -1,89 +1,200 @@
-"""The ``dsc-sklearn`` command."""
+"""The ``dsc-sklearn`` command.
+
+Importing this module imports nothing heavy (no torch, scikit-learn,
+matplotlib or joblib): ``dsc-sklearn --help`` answers at once, and the
+benchmark's modules are imported when a command runs. The names that
+``--benchmarks``, ``--defences`` and ``--drifts`` accept are checked then,
+and ``dsc-sklearn benchmark --list`` prints them.
+"""
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from .. import __version__
-from .benchmark import (
-    BENCHMARKS,
-    DEFENCES,
-    drift_table,
-    results_table,
-    run_benchmark,
-    save_results,
-)
-from .protocol import DRIFTS
 
 __all__ = ["main"]
+
+_QUICK_SEEDS = 3
+_FULL_SEEDS = 5
+
+
+def _usable_cores():
+    from .report import usable_cores
+
+    return usable_cores()
 
 
 def _parser():
     parser = argparse.ArgumentParser(
         prog="dsc-sklearn",
-        description="Memorization discrepancy and DSC against accumulative poisoning.",
+        description="Memorization discrepancy and DSC against accumulative poisoning. "
+        "Run 'dsc-sklearn benchmark --help' for the benchmark's options.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench = commands.add_parser(
         "benchmark",
         help="replay accumulative poisoning attacks against each defence",
-        description="Replay accumulative poisoning attacks against each defence and "
-        "write results.json, results.md and PNG plots.",
+        description="Replay accumulative poisoning attacks (and benign drifts) against "
+        "each defence, print the tables and, with --output, write results.json, "
+        "results.md, a self-contained report.html and PNG plots. Every run uses one "
+        "torch thread; runs go to --n-jobs worker processes.",
+        epilog="Examples: 'dsc-sklearn benchmark --quick --output out' (about a minute "
+        "on 2 cores); 'dsc-sklearn benchmark --list' (the names the options accept).",
     )
-    bench.add_argument("--quick", action="store_true",
-                       help="digits MLP, 3 seeds, every defence (about a minute)")
-    bench.add_argument("--benchmarks", nargs="+", choices=sorted(BENCHMARKS),
-                       default=None, help="default: all (digits-mlp only with --quick)")
-    bench.add_argument("--defences", nargs="+", choices=list(DEFENCES),
-                       default=list(DEFENCES))
-    bench.add_argument("--seeds", type=int, default=None,
-                       help="number of seeds (default: 3 with --quick, else 5)")
-    bench.add_argument("--stream", choices=("new", "seen"), default="new",
-                       help="stream of data held out of burn-in, or burn-in data again")
-    bench.add_argument("--max-steps", type=int, default=40,
-                       help="maximum accumulative batches per run")
-    bench.add_argument("--burn-in-epochs", type=int, default=10,
-                       help="plain passes over the burn-in data before the stream; 10 "
-                       "leaves the CNNs short of their plateau (see docs/ablations.md)")
-    bench.add_argument("--drifts", nargs="*", choices=list(DRIFTS), default=list(DRIFTS),
-                       help="benign drifts to run (none: --drifts with no value)")
-    bench.add_argument("--n-jobs", type=int, default=1, help="parallel runs (joblib)")
-    bench.add_argument("--output", type=Path, default=None,
-                       help="directory for results.json, results.md and plots")
-    bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    return parser
+    bench.add_argument(
+        "--quick", action="store_true",
+        help="the quick set: the benchmarks and defences marked in --list "
+        "(digits-mlp; the library's defaults, ST, GC and the paper's recipe), "
+        f"{_QUICK_SEEDS} seeds, every drift; options given explicitly still win")
+    bench.add_argument(
+        "--list", action="store_true",
+        help="print the benchmarks, defences and drifts the options accept, and exit")
+    bench.add_argument(
+        "--benchmarks", nargs="+", metavar="NAME", default=None,
+        help="data set and model pairs to run (default: all; the quick set with --quick)")
+    bench.add_argument(
+        "--defences", nargs="+", metavar="NAME", default=None,
+        help="defences to run, rows of dsc_sklearn.evaluation.benchmark.DEFENCES "
+        "(default: all; the quick set with --quick)")
+    bench.add_argument(
+        "--seeds", type=int, default=None, metavar="N",
+        help=f"number of seeds, 0 to N-1 (default: {_FULL_SEEDS}; "
+        f"{_QUICK_SEEDS} with --quick)")
+    bench.add_argument(
+        "--stream", choices=("new", "seen"), default="new",
+        help="whether the stream carries data held out of burn-in (new) or the burn-in "
+        "data again, as the reference code does (seen) (default: %(default)s)")
+    bench.add_argument(
+        "--max-steps", type=int, default=40, metavar="N",
+        help="most poisoned batches per attack run before the trigger, and batches per "
+        "drift run (default: %(default)s)")
+    bench.add_argument(
+        "--burn-in-epochs", type=int, default=10, metavar="N",
+        help="plain-training passes over the burn-in data before the stream; 10 leaves "
+        "the CNNs short of their plateau, see docs/ablations.md (default: %(default)s)")
+    bench.add_argument(
+        "--drifts", nargs="*", metavar="KIND", default=None,
+        help="benign drifts of clean streams to run; --drifts with no value runs none "
+        "(default: all)")
+    bench.add_argument(
+        "--n-jobs", type=int, default=None, metavar="N",
+        help="worker processes, each running one run at a time on one torch thread "
+        "(default: the usable CPU cores)")
+    bench.add_argument(
+        "--output", type=Path, default=None, metavar="DIR",
+        help="directory for results.json, results.md, report.html and the plots, "
+        "created if needed (default: none: the tables are printed and nothing is written)")
+    bench.add_argument(
+        "--no-plots", action="store_true",
+        help="with --output, skip the plots (report.html then has no figures)")
+    return parser, bench
 
 
-def _benchmark(args):
-    benchmarks = args.benchmarks or (["digits-mlp"] if args.quick else list(BENCHMARKS))
-    n_seeds = args.seeds or (3 if args.quick else 5)
-    started = time.perf_counter()
-    records = run_benchmark(
-        benchmarks, args.defences, tuple(range(n_seeds)), stream=args.stream,
-        drifts=tuple(args.drifts), n_jobs=args.n_jobs, max_steps=args.max_steps,
-        burn_in_epochs=args.burn_in_epochs,
-    )
-    table = "## Accumulative poisoning\n\n" + results_table(records)
-    if args.drifts:
-        table += "\n## Benign drift (clean streams)\n\n" + drift_table(records)
-    print(table)
-    print(f"{len(records)} runs in {time.perf_counter() - started:.1f} s")
-    if args.output is not None:
-        args.output.mkdir(parents=True, exist_ok=True)
-        save_results(records, args.output / "results.json")
-        command = "dsc-sklearn " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dsc-sklearn"
-        (args.output / "results.md").write_text(
-            f"# dsc-sklearn benchmark\n\nCommand: `{command}`\n\n{table}"
-        )
-        if not args.no_plots:
-            from .plotting import plot_benchmark
+def _list(benchmark, drifts):
+    def mark(name, quick):
+        return f"{'*' if name in quick else ' '} {name}"
 
-            for path in plot_benchmark(records, args.output):
-                print(f"wrote {path}")
-        print(f"wrote {args.output / 'results.json'} and {args.output / 'results.md'}")
+    lines = ["benchmarks (data set, image shape of the model; * in the quick set):"]
+    lines += [f"  {mark(name, benchmark.QUICK_BENCHMARKS):14} {value}"
+              for name, value in benchmark.BENCHMARKS.items()]
+    lines.append("defences (estimator parameters; * in the quick set):")
+    lines += [f"  {mark(name, benchmark.QUICK_DEFENCES):14} {params or '{} (the defaults)'}"
+              for name, params in benchmark.DEFENCES.items()]
+    lines.append("drifts (final level; * in the quick set):")
+    lines += [f"  {mark(name, benchmark.QUICK_DRIFTS):14} {level}"
+              for name, level in drifts.items()]
+    print("\n".join(lines))
     return 0
+
+
+def _plan(args, benchmark, drifts):
+    """The runs the options ask for: the quick set or everything, then the options given."""
+    quick = args.quick
+    return argparse.Namespace(
+        benchmarks=args.benchmarks or list(
+            benchmark.QUICK_BENCHMARKS if quick else benchmark.BENCHMARKS),
+        defences=args.defences or list(
+            benchmark.QUICK_DEFENCES if quick else benchmark.DEFENCES),
+        drifts=list(benchmark.QUICK_DRIFTS if quick else drifts) if args.drifts is None
+        else args.drifts,
+        seeds=args.seeds or (_QUICK_SEEDS if quick else _FULL_SEEDS),
+    )
+
+
+def _usage_errors(args, plan, benchmark, drifts):
+    errors = []
+    for option, names, choices in (("--benchmarks", plan.benchmarks, benchmark.BENCHMARKS),
+                                   ("--defences", plan.defences, benchmark.DEFENCES),
+                                   ("--drifts", plan.drifts, drifts)):
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            errors.append(f"argument {option}: unknown name(s) "
+                          f"{', '.join(map(repr, unknown))}; choose from {', '.join(choices)} "
+                          "(see 'dsc-sklearn benchmark --list').")
+    for option, value in (("--seeds", args.seeds), ("--n-jobs", args.n_jobs),
+                          ("--max-steps", args.max_steps)):
+        if value is not None and value < 1:
+            errors.append(f"argument {option}: must be at least 1; got {value}.")
+    return errors
+
+
+def _benchmark(args, parser):
+    from . import benchmark
+    from .protocol import DRIFTS
+
+    if args.list:
+        return _list(benchmark, DRIFTS)
+    plan = _plan(args, benchmark, DRIFTS)
+    errors = _usage_errors(args, plan, benchmark, DRIFTS)
+    if errors:
+        parser.error(" ".join(errors))
+    n_jobs = args.n_jobs or _usable_cores()
+
+    started = time.perf_counter()
+    records = benchmark.run_benchmark(
+        plan.benchmarks, plan.defences, tuple(range(plan.seeds)), stream=args.stream,
+        drifts=tuple(plan.drifts), n_jobs=n_jobs, torch_threads=1,
+        max_steps=args.max_steps, burn_in_epochs=args.burn_in_epochs,
+    )
+    wall_time = time.perf_counter() - started
+    table = "## Accumulative poisoning\n\n" + benchmark.results_table(records)
+    if plan.drifts:
+        table += "\n## Benign drift (clean streams)\n\n" + benchmark.drift_table(records)
+    print(table)
+    print(f"{len(records)} runs in {wall_time:.1f} s on {n_jobs} worker(s), one torch "
+          "thread each; mean ± standard deviation over seeds, accuracies in %.")
+    if args.output is None:
+        print("Nothing written: pass --output DIR for results.json, results.md and "
+              "report.html (every column explained) and the plots.")
+        return 0
+    _write(args, records, wall_time, dict(
+        benchmarks=plan.benchmarks, defences=plan.defences, seeds=plan.seeds,
+        stream=args.stream, **{"max steps": args.max_steps,
+                               "burn-in epochs": args.burn_in_epochs},
+        drifts=plan.drifts or "none", workers=f"{n_jobs}, one torch thread each"))
+    return 0
+
+
+def _write(args, records, wall_time, settings):
+    from .benchmark import save_results
+    from .report import write_report
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    save_results(records, args.output / "results.json")
+    figures = []
+    if not args.no_plots:
+        from .plotting import plot_benchmark
+
+        figures = plot_benchmark(records, args.output)
+    command = shlex.join(["dsc-sklearn", *args.argv])
+    paths = write_report(records, args.output, command=command, settings=settings,
+                         figures=figures, wall_time=wall_time)
+    for path in [args.output / "results.json", *paths, *figures]:
+        print(f"wrote {path}")
 
 
 def main(argv=None):
@@ -97,11 +208,24 @@ def main(argv=None):
     Returns
     -------
     status : int
+        0 on success; a usage error exits with status 2 through argparse.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.cli import main
+    >>> main([])  # doctest: +ELLIPSIS
+    usage: dsc-sklearn [-h] [--version] COMMAND ...
+    ...
+    0
     """
-    args = _parser().parse_args(argv)
-    if args.command == "benchmark":
-        return _benchmark(args)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, bench = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    args.argv = argv
+    return _benchmark(args, bench)
 
 
 if __name__ == "__main__":  # pragma: no cover
