@@ -51,6 +51,14 @@ DEFENCES = {
     "AT-Madry": {"correction": "adversarial", "step_guard": None},
     "DSC-paper": {"correction": "dsc", "granularity": "batch",
                   "threshold": linear_schedule(), "step_guard": None},
+    # The paper's recipe against its own historical model: one checkpoint
+    # frozen halfway through the burn-in (see run_stream_protocol).
+    "DSC-paper-frozen": {"correction": "dsc", "granularity": "batch",
+                         "threshold": linear_schedule(), "step_guard": None,
+                         "snapshot_every": None, "history_size": 1},
+    # Per-sample DSC against the rolling snapshot buffer: the 0.1 default.
+    "DSC": {"correction": "dsc", "step_guard": None},
+    "guard+DSC": {"correction": "dsc", "step_guard": "auto"},
     "DSC-default": {},
 }
 

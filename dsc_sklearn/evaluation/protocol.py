@@ -166,10 +166,14 @@ def _burn_in(estimator, split, classes, n_epochs, batch_size, seed, defend=True)
     model = copy.deepcopy(estimator).set_params(random_state=seed)
     defence = {name: model.get_params()[name] for name in _BURN_IN_OFF}
     model.set_params(**_BURN_IN_OFF)
-    for _ in range(n_epochs):
+    for epoch in range(n_epochs):
         for start in range(0, len(split.X_burn_in), batch_size):
             rows = slice(start, start + batch_size)
             model.partial_fit(split.X_burn_in[rows], split.y_burn_in[rows], classes=classes)
+        if defend and model.snapshot_every is None and epoch + 1 == max(n_epochs // 2, 1):
+            # The paper's historical model: a checkpoint halfway through the
+            # burn-in (the reference code's epoch 20 of 40), frozen.
+            model.take_snapshot()
     if defend:
         model.set_params(**defence)
     # The online phase starts from the burn-in weights with a fresh optimizer,
@@ -278,8 +282,12 @@ def run_stream_protocol(
         Share of the training split used for burn-in with ``stream="new"``.
     burn_in_epochs : int, default=10
         Passes over the burn-in data, with plain training (``correction``
-        ``"none"``, no gradient clipping) whatever the defence, as in the
-        reference protocol.
+        ``"none"``, no gradient clipping, no step guard) whatever the
+        defence, as in the reference protocol. A defence with
+        ``snapshot_every=None`` gets its frozen historical model halfway
+        through (:meth:`~dsc_sklearn.DiscrepancyAwareOnlineClassifier.take_snapshot`
+        after pass ``burn_in_epochs // 2``), as the reference code takes
+        epoch 20 of 40.
     defence_warmup : int, default=10
         Clean stream batches fed with the defence switched on before the
         attack starts, so that an ``"auto"`` threshold is calibrated.
@@ -311,7 +319,11 @@ def run_stream_protocol(
         ``n_accumulative_steps``, flagged fractions
         (``flagged_fraction_clean`` on the clean twin,
         ``flagged_fraction_poison`` on the attacked batches,
-        ``flagged_fraction_trigger`` on the trigger batch), ROC AUCs for
+        ``flagged_fraction_trigger`` on the trigger batch), what the step
+        guard did (``scaled_fraction_poison``: the share of attacked batches
+        it scaled, ``scaled_fraction_clean``: the same on the clean twin,
+        ``trigger_scale``: the scale it kept for the trigger; NaN without a
+        guard), ROC AUCs for
         poison detection (``auc_discrepancy_sample``,
         ``auc_discrepancy_batch``, ``auc_loss_sample``, ``auc_loss_batch``),
         the raw ``discrepancy_clean`` and ``discrepancy_poison`` samples,
@@ -354,9 +366,11 @@ def run_stream_protocol(
         X_trigger = threat.trigger(victim)
     victim.partial_fit(X_trigger, start.split.y_trigger)
     flagged_fraction_trigger = float(victim.last_flagged_.mean())
+    trigger_scale = victim.stream_log_[-1]["step_scale"]
     accuracy_trigger = victim.score(data.X_test, data.y_test)
     log.curve.append(accuracy_trigger)
 
+    scaled_before = twin.n_steps_scaled_
     flagged_fraction_clean = _clean_twin(twin, start)
     return _summarise(log, Bunch(
         accuracy_burn_in=start.accuracy_burn_in,
@@ -366,8 +380,19 @@ def run_stream_protocol(
         n_accumulative_steps=n_steps,
         flagged_fraction_clean=flagged_fraction_clean,
         flagged_fraction_trigger=flagged_fraction_trigger,
+        trigger_scale=trigger_scale,
+        scaled_fraction_poison=_guarded_ratio(log.n_scaled, n_steps, victim),
+        scaled_fraction_clean=_guarded_ratio(
+            twin.n_steps_scaled_ - scaled_before, len(start.batches) + 1, twin),
         started=started,
     ))
+
+
+def _guarded_ratio(n_scaled, n_batches, estimator):
+    """The share of batches the step guard scaled; NaN without a guard."""
+    if estimator.step_guard is None:
+        return float("nan")
+    return _ratio(n_scaled, n_batches)
 
 
 class _Threat:
@@ -404,13 +429,15 @@ class _Threat:
 def _accumulative_phase(victim, threat, X_trigger, start, data, stealth_slack):
     """Feed the (poisoned) online batches until the stealth stop; log what is seen."""
     log = Bunch(curve=[], d_clean=[], d_poison=[], loss_clean=[], loss_poison=[],
-                is_poison=[], flagged=[])
+                is_poison=[], flagged=[], n_scaled=0)
+    scaled_before = victim.n_steps_scaled_
     for X_clean, y_batch in start.batches:
         X_fed, is_poison = threat.poison(victim, X_clean, y_batch, X_trigger)
         _record_detection(log, victim, X_clean, X_fed, y_batch, is_poison)
         victim.partial_fit(X_fed, y_batch)
         log.is_poison.append(is_poison)
         log.flagged.append(victim.last_flagged_)
+        log.n_scaled = victim.n_steps_scaled_ - scaled_before
         accuracy = victim.score(data.X_test, data.y_test)
         log.curve.append(accuracy)
         if (threat.poisons_stream and stealth_slack is not None
@@ -565,7 +592,9 @@ def run_drift_protocol(
     result : Bunch
         ``accuracy_burn_in`` (clean test set), ``accuracy_drift`` and
         ``accuracy_plain`` (drifted test set, defence and plain twin),
-        ``accuracy_gap`` (plain minus defence), ``flagged_fraction_drift``
+        ``accuracy_gap`` (plain minus defence), ``flagged_fraction_drift``,
+        ``scaled_fraction_drift`` (the share of drifting batches the step
+        guard scaled, NaN without a guard)
         and ``wall_time``.
 
     Examples
@@ -593,6 +622,7 @@ def run_drift_protocol(
     defended, plain = start.models
     drift = dict(image_shape=data.image_shape, input_bounds=data.input_bounds)
     n_flagged = n_seen = 0
+    scaled_before = defended.n_steps_scaled_
     for step, (X_batch, y_batch) in enumerate(start.batches, start=1):
         X_drifted = apply_drift(X_batch, kind, strength * step / n_steps,
                                 random_state=rng, **drift)
@@ -609,5 +639,7 @@ def run_drift_protocol(
         accuracy_plain=accuracy_plain,
         accuracy_gap=accuracy_plain - accuracy_drift,
         flagged_fraction_drift=_ratio(n_flagged, n_seen),
+        scaled_fraction_drift=_guarded_ratio(defended.n_steps_scaled_ - scaled_before,
+                                             len(start.batches), defended),
         wall_time=time.perf_counter() - started,
     )
