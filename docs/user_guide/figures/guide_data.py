@@ -39,8 +39,8 @@ def _burnt_in():
     data = digits()
     half = len(data.X_train) // 2
     clf = DiscrepancyAwareOnlineClassifier(
-        correction="none", hidden_layer_sizes=(128, 128), input_bounds=(0.0, 1.0),
-        random_state=0,
+        correction="none", step_guard=None, hidden_layer_sizes=(128, 128),
+        input_bounds=(0.0, 1.0), random_state=0,
     )
     for X, y in stream_batches(data.X_train[:half], data.y_train[:half], n_passes=10):
         clf.partial_fit(X, y, classes=CLASSES)
@@ -50,7 +50,10 @@ def _burnt_in():
 
 
 def burnt_in_classifier():
-    """A fresh copy of a plainly trained MLP (10 passes over half the data)."""
+    """A fresh copy of a plainly trained MLP (10 passes over half the data).
+
+    Every defence is off: switch one on with ``set_params``.
+    """
     return copy.deepcopy(_burnt_in())
 
 
