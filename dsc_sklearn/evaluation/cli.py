@@ -42,7 +42,7 @@ def _parser():
         "each defence, print the tables and, with --output, write results.json, "
         "results.md, a self-contained report.html and PNG plots. Every run uses one "
         "torch thread; runs go to --n-jobs worker processes.",
-        epilog="Examples: 'dsc-sklearn benchmark --quick --output out' (about a minute "
+        epilog="Examples: 'dsc-sklearn benchmark --quick --output out' (under a minute "
         "on 2 cores); 'dsc-sklearn benchmark --list' (the names the options accept).",
     )
     bench.add_argument(
