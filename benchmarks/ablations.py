@@ -6,6 +6,7 @@ writes ``ablations.json``, ``ablations.md`` and one robustness-against-cost
 plot per benchmark::
 
     python benchmarks/ablations.py --benchmarks digits-mlp --seeds 5 --output ablations
+    python benchmarks/ablations.py --variants ST GC "guard (default)" "guard strict" --seeds 5
 
 The table in ``docs/ablations.md`` was produced this way.
 """
@@ -20,6 +21,7 @@ from dsc_sklearn.evaluation.benchmark import (
     run_benchmark,
     save_results,
 )
+from dsc_sklearn.defence.guards import StepGuard
 from dsc_sklearn.defence.thresholds import AutoThreshold
 
 from _ablation_thresholds import ExcessLossThreshold, MarginThreshold, PatientThreshold
@@ -29,7 +31,9 @@ EXCLUDING = AutoThreshold(max_flagged_fraction=0.5)
 LONG_WINDOW = AutoThreshold(window=100)
 BATCH_DROP = {"granularity": "batch", "correction": "drop"}
 
-VARIANTS = {
+# The gate-and-correction variants of the first two rounds (0.1.0, whose
+# default was DSC without a step guard).
+_GATE_VARIANTS = {
     "ST": DEFENCES["ST"],
     "GC": DEFENCES["GC"],
     "DSC-paper": DEFENCES["DSC-paper"],
@@ -62,6 +66,38 @@ VARIANTS = {
     "sample-drop excess-loss excl": {
         "correction": "drop", "threshold": 1e9,
         "loss_threshold": ExcessLossThreshold(max_flagged_fraction=0.5)},
+}
+
+
+def _guard(**params):
+    return {"correction": "none", "step_guard": StepGuard(**params)}
+
+
+#: The step-guard variants of the third round (docs/ablations.md).
+GUARD_VARIANTS = {
+    "guard (default)": _guard(),
+    "guard margin 1.5": _guard(margin=1.5),
+    "guard margin 3": _guard(margin=3.0),
+    "guard strict": _guard(rule="strict"),
+    "guard bound rule": _guard(rule="bound"),
+    "guard recent probe": _guard(probe="recent"),
+    "guard interpolate momentum": _guard(optimizer_state="interpolate"),
+    "guard admit all": _guard(admit="all"),
+    "guard admit all margin 1.5": _guard(admit="all", margin=1.5),
+    "guard recent judge 128": _guard(recent_size=128),
+    "guard recent judge 256": _guard(recent_size=256),
+    "guard strict recent judge 128": _guard(rule="strict", recent_size=128),
+    "guard + DSC": {"correction": "dsc", "step_guard": StepGuard()},
+}
+
+VARIANTS = {
+    **{name: params for name, params in _GATE_VARIANTS.items()
+       if name in ("ST", "GC", "DSC-paper")},
+    # Every gate variant names its correction and switches the guard off, so
+    # that it measures what it measured before the defaults changed.
+    **{name: {"correction": "dsc", "step_guard": None, **params}
+       for name, params in _GATE_VARIANTS.items() if name not in ("ST", "GC", "DSC-paper")},
+    **GUARD_VARIANTS,
 }
 
 
