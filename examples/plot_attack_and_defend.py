@@ -92,8 +92,9 @@ print("flagged poisoned samples:", result.detection["true_positive"])
 #   every batch;
 # - ``DSC-paper``: DSC as the reference code runs it, on the batch-mean
 #   discrepancy with the threshold ``0.5 + 0.02 t``;
-# - ``DSC-default``: the library's defaults (per-sample flags, ``"auto"``
-#   threshold).
+# - ``DSC-default``: the library's defaults (the step guard alone: each
+#   training step is measured on a probe of learned rows and pulled back
+#   when it moves them too far and harms them).
 records = run_benchmark(
     ("digits-mlp",), defences=("ST", "GC", "AT-reference", "DSC-paper", "DSC-default"),
     seeds=(0,), max_steps=20, drifts=(), progress=False,
