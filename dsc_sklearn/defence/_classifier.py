@@ -56,6 +56,58 @@ def _integer_labels(y):
     return isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "biu"
 
 
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _plain_float32(estimator, X):
+    """``X`` as ``validate_data(reset=False)`` returns it, when that is sure to pass.
+
+    For a fitted estimator without feature names and a plain, C-contiguous
+    2-D float32 or float64 ndarray of ``n_features_in_`` columns and at
+    least one row, ``validate_data`` converts to float32 and checks that
+    the values are finite, and nothing else can fail or warn. That is done
+    here, the same way (``np.asarray`` for the conversion, the sum for the
+    finiteness, as scikit-learn's first pass): a float32 array is returned
+    as it is, a float64 one converted. Any other input, and values whose
+    sum is not finite, return ``(None, X)`` with ``X`` converted as far as
+    it was, for ``validate_data`` to give its own result, error or warning.
+
+    Returns
+    -------
+    (X_checked, X) : the checked array or ``None``, and the input.
+    """
+    if (type(X) is not np.ndarray or X.ndim != 2 or X.dtype not in _FAST_DTYPES
+            or not X.flags.c_contiguous or not len(X)
+            or X.shape[1] != getattr(estimator, "n_features_in_", None)
+            or getattr(estimator, "feature_names_in_", None) is not None):
+        return None, X
+    if X.dtype != np.float32:
+        X = np.asarray(X, dtype=np.float32)
+    elif not X.flags.writeable:
+        return None, X  # validate_data's force_writeable copy
+    with np.errstate(over="ignore"):
+        if not np.isfinite(np.sum(X)):
+            return None, X  # validate_data gives the error, or passes an overflow
+    return X, X
+
+
+def _validated_batch(estimator, X, y, reset):
+    """``validate_data(estimator, X, y, dtype=np.float32, force_writeable=True, reset)``.
+
+    Plain arrays after the first call take :func:`_plain_float32`'s path
+    (with 1-D integer labels, C-contiguous, one per row), which gives the
+    same arrays for a fraction of the time; everything else, and every
+    error, goes through ``validate_data``.
+    """
+    if not reset:
+        checked, X = _plain_float32(estimator, X)
+        if (checked is not None and type(y) is np.ndarray and y.ndim == 1
+                and y.dtype.kind in "biu" and y.flags.c_contiguous and len(y) == len(X)):
+            return checked, y
+    return validate_data(estimator, X, y, dtype=np.float32, force_writeable=True,
+                         reset=reset)
+
+
 @contextmanager
 def _torch_seed(seed, device):
     """Seed torch inside the block without touching the caller's RNG state."""
@@ -312,9 +364,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 self._validate_params()
             else:
                 self._validate_changed_params()
-            X, y = validate_data(
-                self, X, y, dtype=np.float32, force_writeable=True, reset=first_call
-            )
+            X, y = _validated_batch(self, X, y, reset=first_call)
             if not _integer_labels(y):
                 # 1-D integer labels always pass; the check costs a sort.
                 check_classification_targets(y)
@@ -729,6 +779,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
     def _validated_input(self, X):
         check_is_fitted(self)
         # torch warns about read-only arrays, which pandas may hand out.
+        checked, X = _plain_float32(self, X)
+        if checked is not None:
+            return checked
         return validate_data(self, X, dtype=np.float32, force_writeable=True, reset=False)
 
     def predict_proba(self, X):

@@ -212,6 +212,176 @@ def test_integer_labels_take_the_fast_encoding(digits):
         clf.partial_fit(X[:3], np.array([0.5, 1.0, 2.0]))
 
 
+# ---------------------------------------------------- input validation
+
+def _validation_cases(X, y):
+    """(X, y) pairs: the plain arrays of the fast path and everything around them."""
+    X32 = np.ascontiguousarray(X[:40], dtype=np.float32)
+    y = np.ascontiguousarray(y[:40], dtype=np.int64)
+
+    def with_value(value, dtype=np.float32):
+        bad = X32.astype(dtype)
+        bad[3, 5] = value
+        return bad
+
+    read_only, y_read_only = X32.copy(), y.copy()
+    read_only.flags.writeable = y_read_only.flags.writeable = False
+    overflowing_sum = X32.copy()
+    overflowing_sum[:4, :4] = 3e38  # finite values whose float32 sum is inf
+    cases = {
+        "float32": (X32, y),
+        "float64": (X32.astype(np.float64), y),
+        "int32 labels": (X32, y.astype(np.int32)),
+        "uint8 labels": (X32, y.astype(np.uint8)),
+        "bool labels": (X32, y % 2 == 0),
+        "one row": (X32[:1], y[:1]),
+        "nan": (with_value(np.nan), y),
+        "inf": (with_value(-np.inf), y),
+        "float64 nan": (with_value(np.nan, np.float64), y),
+        "too large for float32": (with_value(1e39, np.float64), y),
+        "sum overflows": (overflowing_sum, y),
+        "fortran order": (np.asfortranarray(X32), y),
+        "strided rows": (X32[::2], y[::2]),
+        "read-only": (read_only, y),
+        "read-only float64": (read_only.astype(np.float64), y),
+        "big-endian": (X32.astype(">f4"), y),
+        "float16": (X32.astype(np.float16), y),
+        "int64": ((X32 * 16).astype(np.int64), y),
+        "complex": (X32.astype(np.complex64), y),
+        "strings": (np.full(X32.shape, "a"), y),
+        "object": (X32.astype(object), y),
+        "list": (X32.tolist(), y.tolist()),
+        "matrix": (np.asmatrix(X32), y),
+        "memmap-like subclass": (X32.view(type("Sub", (np.ndarray,), {})), y),
+        "wrong width": (X32[:, :10].copy(), y),
+        "too wide": (np.hstack([X32, X32]), y),
+        "no rows": (X32[:0], y[:0]),
+        "no columns": (X32[:, :0].copy(), y),
+        "1d": (X32[:, 0].copy(), y),
+        "3d": (X32.reshape(40, 8, 8), y),
+        "scalar": (np.float32(1.0), y[:1]),
+        "labels too short": (X32, y[:-1]),
+        "labels too long": (X32[:-1], y),
+        "float labels": (X32, y.astype(np.float64)),
+        "nan labels": (X32, np.where(np.arange(40) == 3, np.nan, y.astype(float))),
+        "string labels": (X32, y.astype(str)),
+        "column labels": (X32, y[:, None]),
+        "2-d labels": (X32, np.stack([y, y], axis=1)),
+        "strided labels": (X32, np.repeat(y, 2)[::2]),
+        "read-only labels": (X32, y_read_only),
+        "no labels": (X32, None),
+    }
+    pd = pytest.importorskip("pandas")
+    columns = [f"pixel_{i}" for i in range(X32.shape[1])]
+    cases["frame"] = (pd.DataFrame(X32, columns=columns), y)
+    cases["renamed frame"] = (pd.DataFrame(X32, columns=columns[::-1]), y)
+    cases["series labels"] = (X32, pd.Series(y))
+    return cases
+
+
+def _outcome(call):
+    """What a call returns (arrays and how they are laid out), raises and warns."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001: the error is the outcome
+            result = exc
+    caught = [(w.category, str(w.message)) for w in caught]
+    if isinstance(result, Exception):
+        return ("raises", type(result), str(result)), caught
+    arrays = result if isinstance(result, tuple) else (result,)
+    return arrays, caught
+
+
+def _assert_same_outcome(fast, slow, inputs):
+    (fast_result, fast_warnings), (slow_result, slow_warnings) = fast, slow
+    assert fast_warnings == slow_warnings
+    if isinstance(slow_result[0], str) or isinstance(fast_result[0], str):
+        assert isinstance(fast_result[0], str) and fast_result == slow_result, fast_result
+        return
+    assert len(fast_result) == len(slow_result)
+    for a, b, given in zip(fast_result, slow_result, inputs):
+        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+        assert a.flags.writeable == b.flags.writeable
+        assert a.flags.c_contiguous == b.flags.c_contiguous
+        if isinstance(given, np.ndarray):  # copied or not, alike
+            assert np.shares_memory(a, given) == np.shares_memory(b, given)
+
+
+@pytest.fixture(scope="module", params=["numpy", "frame"])
+def fitted(request, digits):
+    X, y = digits.X_train[:60], digits.y_train[:60]
+    if request.param == "frame":
+        pd = pytest.importorskip("pandas")
+        X = pd.DataFrame(X, columns=[f"pixel_{i}" for i in range(X.shape[1])])
+    return DiscrepancyAwareOnlineClassifier(random_state=0).partial_fit(X, y, classes=CLASSES)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_fast_validation_gives_what_validate_data_gives(fitted, digits):
+    # The arrays, their dtype and layout, every error and every warning.
+    from sklearn.utils.validation import validate_data
+
+    from dsc_sklearn.defence._classifier import _validated_batch
+
+    state = dict(vars(fitted))
+    for name, (X, y) in _validation_cases(digits.X_train, digits.y_train).items():
+        fast = _outcome(lambda: _validated_batch(fitted, X, y, reset=False))
+        slow = _outcome(lambda: validate_data(fitted, X, y, dtype=np.float32,
+                                              force_writeable=True, reset=False))
+        try:
+            _assert_same_outcome(fast, slow, (X, y))
+            fast = _outcome(lambda: fitted._validated_input(X))
+            slow = _outcome(lambda: validate_data(fitted, X, dtype=np.float32,
+                                                  force_writeable=True, reset=False))
+            _assert_same_outcome(fast, slow, (X,))
+        except AssertionError as exc:
+            raise AssertionError(f"case {name!r}: {exc}") from exc
+        assert vars(fitted).keys() == state.keys()
+
+
+def test_plain_arrays_skip_validate_data(digits, monkeypatch):
+    import dsc_sklearn.defence._classifier as classifier
+
+    X, y = digits.X_train[:200], digits.y_train[:200]
+    clf = DiscrepancyAwareOnlineClassifier(random_state=0).partial_fit(X[:100], y[:100],
+                                                                       classes=CLASSES)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("validate_data called")
+
+    monkeypatch.setattr(classifier, "validate_data", refuse)
+    for dtype, labels in ((np.float32, np.int64), (np.float64, np.int32), (np.float32, np.uint8)):
+        clf.partial_fit(X[100:].astype(dtype), y[100:].astype(labels))
+        clf.predict(X.astype(dtype))
+    with pytest.raises(AssertionError, match="validate_data called"):
+        clf.partial_fit(np.asfortranarray(X[100:]), y[100:])
+    assert clf.n_batches_seen_ == 4
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_partial_fit_refuses_bad_batches_as_without_the_fast_path(fitted, digits,
+                                                                   monkeypatch):
+    # The same errors and messages, and nothing trained, with and without it.
+    import dsc_sklearn.defence._classifier as classifier
+
+    plain = classifier._plain_float32
+    for name, (X, y) in _validation_cases(digits.X_train, digits.y_train).items():
+        outcomes = []
+        for fast in (True, False):
+            clf = copy.deepcopy(fitted)
+            monkeypatch.setattr(classifier, "_plain_float32",
+                                plain if fast else (lambda estimator, X: (None, X)))
+            (result, caught) = _outcome(lambda: clf.partial_fit(X, y))
+            outcomes.append((result if isinstance(result[0], str) else "trained", caught,
+                             clf.n_batches_seen_))
+        assert outcomes[0] == outcomes[1], name
+
+
 @pytest.fixture
 def host_syncs(monkeypatch):
     """Count calls of the tensor methods that copy a value to the host."""
