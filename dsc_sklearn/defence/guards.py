@@ -59,11 +59,23 @@ class _Probe:
 
     def changes(self, after):
         """``(mean KL(before || after), loss after - loss before)`` as tensors."""
+        loss_after = cross_entropy(after, self.y)
+        loss_before = self._loss_of_logits()
+        # The loss of ``after``, for when it becomes the probe's logits.
+        self._loss = (after, self.y, loss_after)
         return (memorization_discrepancy(self.logits, after).mean(),
-                cross_entropy(after, self.y) - cross_entropy(self.logits, self.y))
+                loss_after - loss_before)
+
+    def _loss_of_logits(self):
+        """``cross_entropy(self.logits, self.y)``, computed once per pair of tensors."""
+        cached = self.__dict__.get("_loss")
+        if cached is not None and cached[0] is self.logits and cached[1] is self.y:
+            return cached[2]
+        return cross_entropy(self.logits, self.y)
 
     def place(self, X, y, logits, slots):
         """Write rows at ``slots``, growing the buffers when a slot is past their end."""
+        self._loss = None  # the rows and logits change
         if not len(self.X):
             self.X, self.y = X.new_empty((0,) + X.shape[1:]), y.new_empty(0)
         if self.logits is None:
@@ -110,13 +122,11 @@ def _reservoir_slots(n_seen, n_rows, size, generator):
     seen = n_seen + np.arange(n_rows)
     draws = (torch.rand(n_rows, generator=generator, dtype=torch.float64).numpy()
              * (seen + 1)).astype(np.int64)
-    kept = {}
-    for row, (count, draw) in enumerate(zip(seen, draws)):
-        slot = count if count < size else draw
-        if slot < size:
-            kept[slot] = row  # a later row replaces an earlier one in its slot
-    slots = sorted(kept)
-    return slots, [kept[slot] for slot in slots]
+    slot = np.where(seen < size, seen, draws)
+    rows = np.flatnonzero(slot < size)
+    # A later row replaces an earlier one in its slot: the last row per slot.
+    slots, last = np.unique(slot[rows][::-1], return_index=True)
+    return slots.tolist(), rows[::-1][last].tolist()
 
 
 class StepGuard(BaseEstimator):
@@ -295,9 +305,18 @@ class StepGuard(BaseEstimator):
     # ------------------------------------------------------- during a step
 
     def before_step(self, net, step):
-        """Keep the weights and optimizer state the step starts from."""
-        self._params = [p.detach().clone() for p in _parameters(net)]
-        self._state = _state_tensors(net.optimizer_)
+        """Keep the weights and optimizer state the step starts from.
+
+        They are copied into the buffers of the previous step (one
+        ``torch._foreach_copy_`` each) while the shapes match, rather than
+        cloned anew at every step.
+        """
+        params, state = self.__dict__.get("_step_buffers", (None, None))
+        params = _copies(params, [p.detach() for p in _parameters(net)])
+        keys, tensors = _state_items(net.optimizer_)
+        state = _copies(state, tensors)
+        self._step_buffers = params, state
+        self._params, self._state = params, dict(zip(keys, state))
         for probe in (self.probe_, self.recent_):
             if probe.logits is None and len(probe):
                 probe.logits = _eval_logits(net, probe.X)
@@ -330,6 +349,11 @@ class StepGuard(BaseEstimator):
         admitted = step.step_scale == 1.0 or (self.admit == "all" and step.step_scale > 0)
         self._add_rows(net, step.X_train, step.y_train, trained=admitted)
         self._params = self._state = None
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_step_buffers", None)  # scratch space, rebuilt at the next step
+        return state
 
     def _bound(self):
         if self.n_steps_ <= self.warmup or not self.window_:
@@ -479,8 +503,11 @@ class StepGuard(BaseEstimator):
 
 
 def _eval_logits(net, X):
-    with torch.no_grad(), eval_mode(net.module_):
-        return net.module_(X)
+    with torch.no_grad():
+        if getattr(net, "mode_invariant_", False):
+            return net.module_(X)  # the same function in either mode
+        with eval_mode(net.module_):
+            return net.module_(X)
 
 
 # ------------------------------------------------------------ optimizer
@@ -489,14 +516,30 @@ def _parameters(net):
     return [p for group in net.optimizer_.param_groups for p in group["params"]]
 
 
+def _state_items(optimizer):
+    """``(keys, tensors)``: every floating tensor of the optimizer's per-parameter state."""
+    items = [((param, name), value.detach())
+             for param, state in optimizer.state.items()
+             for name, value in state.items()
+             if isinstance(value, torch.Tensor) and value.is_floating_point()]
+    return [key for key, _ in items], [value for _, value in items]
+
+
 def _state_tensors(optimizer):
     """A copy of every floating tensor of the optimizer's per-parameter state."""
-    return {
-        (param, name): value.detach().clone()
-        for param, state in optimizer.state.items()
-        for name, value in state.items()
-        if isinstance(value, torch.Tensor) and value.is_floating_point()
-    }
+    keys, tensors = _state_items(optimizer)
+    return dict(zip(keys, (tensor.clone() for tensor in tensors)))
+
+
+def _copies(buffers, tensors):
+    """Copies of ``tensors``: written into ``buffers`` when they match, else clones."""
+    if buffers is not None and len(buffers) == len(tensors) and all(
+            b.shape == t.shape and b.dtype == t.dtype and b.device == t.device
+            for b, t in zip(buffers, tensors)):
+        if tensors:
+            torch._foreach_copy_(buffers, tensors)
+        return buffers
+    return [tensor.clone() for tensor in tensors]
 
 
 def _restore_state(optimizer, saved):

@@ -434,6 +434,114 @@ def test_host_syncs_per_batch_are_the_decisions_only(digits, host_syncs, params,
     assert len(clf.stream_log_) == 9 and clf.last_flagged_.shape == (120,)
 
 
+# ------------------------------------------------------------ step guard
+
+def _reservoir_slots_loop(n_seen, n_rows, size, generator):
+    """The step guard's reservoir as first written: a Python loop over the rows."""
+    seen = n_seen + np.arange(n_rows)
+    draws = (torch.rand(n_rows, generator=generator, dtype=torch.float64).numpy()
+             * (seen + 1)).astype(np.int64)
+    kept = {}
+    for row, (count, draw) in enumerate(zip(seen, draws)):
+        slot = count if count < size else draw
+        if slot < size:
+            kept[slot] = row
+    slots = sorted(kept)
+    return slots, [kept[slot] for slot in slots]
+
+
+@pytest.mark.parametrize("n_seen, n_rows, size", [
+    (0, 256, 256), (0, 10, 256), (100, 256, 256), (250, 20, 256), (5000, 256, 256),
+    (10 ** 6, 256, 256), (0, 1, 1), (3, 50, 4), (0, 0, 8),
+])
+def test_reservoir_slots_are_the_loop_s(n_seen, n_rows, size):
+    from dsc_sklearn.defence.guards import _reservoir_slots
+
+    for seed in range(5):
+        expected = _reservoir_slots_loop(n_seen, n_rows, size,
+                                         torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        assert _reservoir_slots(n_seen, n_rows, size, generator) == expected
+        # The same draws, so the stream of draws goes on alike.
+        assert torch.equal(generator.get_state(), _advanced(seed, n_rows))
+
+
+def _advanced(seed, n_rows):
+    generator = torch.Generator().manual_seed(seed)
+    torch.rand(n_rows, generator=generator, dtype=torch.float64)
+    return generator.get_state()
+
+
+def _plain_guard(monkeypatch):
+    """The step guard's shortcuts replaced by the code they replace."""
+    from dsc_sklearn.defence import guards
+
+    def eval_logits(net, X):
+        with torch.no_grad(), eval_mode(net.module_):
+            return net.module_(X)
+
+    monkeypatch.setattr(guards, "_reservoir_slots", _reservoir_slots_loop)
+    monkeypatch.setattr(guards, "_copies", lambda buffers, tensors: [t.clone() for t in tensors])
+    monkeypatch.setattr(guards, "_eval_logits", eval_logits)
+    monkeypatch.setattr(guards._Probe, "_loss_of_logits",
+                        lambda probe: torch.nn.functional.cross_entropy(probe.logits, probe.y))
+
+
+def _guarded_stream(digits, **guard):
+    from dsc_sklearn.defence.guards import StepGuard
+
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=20, random_state=0,
+                                           step_guard=StepGuard(**guard))
+    X, y = digits.X_train, digits.y_train
+    for start in range(0, len(X), 200):
+        X_call = X[start:start + 200]
+        if start >= 600:  # a shift, so that steps are pulled back and refused
+            X_call = np.clip(X_call * 1.5 + 0.1, 0.0, 1.0).astype(np.float32)
+        clf.partial_fit(X_call, y[start:start + 200], classes=CLASSES)
+    return clf
+
+
+@pytest.mark.parametrize("guard", [
+    dict(margin=1.05, warmup=3),
+    dict(margin=1.2, probe="recent", recent_size=32, rule="strict", probe_size=64),
+    dict(margin=1.1, rule="bound", optimizer_state="interpolate", admit="all"),
+])
+def test_step_guard_shortcuts_give_the_plain_code_s_numbers(digits, monkeypatch, guard):
+    fast = _guarded_stream(digits, **guard)
+    with monkeypatch.context() as patch:
+        _plain_guard(patch)
+        plain = _guarded_stream(digits, **guard)
+    assert fast.n_steps_scaled_ == plain.n_steps_scaled_ > 0
+    np.testing.assert_equal(list(fast.stream_log_), list(plain.stream_log_))
+    for a, b in zip(fast.module_.parameters(), plain.module_.parameters()):
+        assert torch.equal(a, b)
+    fast_state = fast.net_.step_guard_.state_dict()
+    plain_state = plain.net_.step_guard_.state_dict()
+    assert fast_state["window"] == plain_state["window"]
+    for name in ("probe", "recent"):
+        for key, value in fast_state[name].items():
+            assert (value is None and plain_state[name][key] is None) or torch.equal(
+                value, plain_state[name][key])
+
+
+def test_step_guard_reuses_its_buffers_and_pickles_without_them(digits):
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=50, random_state=0)
+    clf.partial_fit(digits.X_train[:100], digits.y_train[:100], classes=CLASSES)
+    guard = clf.net_.step_guard_
+    params, state = guard._step_buffers
+    assert len(params) == len(list(clf.module_.parameters())) == len(state)
+    clf.partial_fit(digits.X_train[100:200], digits.y_train[100:200])
+    assert all(a is b for a, b in zip(guard._step_buffers[0], params))
+    assert all(a is b for a, b in zip(guard._step_buffers[1], state))
+    assert guard._params is None and guard._state is None  # nothing kept across steps
+    restored = pickle.loads(pickle.dumps(clf))
+    assert "_step_buffers" not in vars(restored.net_.step_guard_)
+    assert "_step_buffers" not in vars(copy.deepcopy(guard))
+    for model in (clf, restored):
+        model.partial_fit(digits.X_train[200:300], digits.y_train[200:300])
+    np.testing.assert_equal(restored.stream_log_[-1], clf.stream_log_[-1])
+
+
 # -------------------------------------------------------------------- GPU
 
 @pytest.mark.gpu
