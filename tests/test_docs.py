@@ -21,14 +21,17 @@ PUBLIC_MODULES = (
     "dsc_sklearn.defence.history",
     "dsc_sklearn.defence.thresholds",
     "dsc_sklearn.defence.correction",
+    "dsc_sklearn.defence.guards",
     "dsc_sklearn.defence.modules",
     "dsc_sklearn.evaluation.attacks",
     "dsc_sklearn.evaluation.datasets",
     "dsc_sklearn.evaluation.protocol",
     "dsc_sklearn.evaluation.benchmark",
     "dsc_sklearn.evaluation.plotting",
+    "dsc_sklearn.evaluation.report",
 )
-USER_GUIDE = ("threat", "discrepancy", "dsc", "history", "thresholds", "corrections")
+USER_GUIDE = ("threat", "discrepancy", "dsc", "history", "thresholds", "corrections",
+              "step_guard", "customization")
 
 pytestmark = pytest.mark.slow
 
