@@ -1,13 +1,32 @@
-"""Accumulative poisoning attacks on a streaming neural-network classifier.
+"""Poisoning attacks on a streaming neural-network classifier.
 
-White-box simulators of the attack of Pang et al. (2021) and a gradient-free
-baseline.  An attack reads the victim's public ``module_`` and ``classes_``,
-never changes them, and only returns poisoned copies of the arrays it is
+White-box simulators of the accumulative attack of Pang et al. (2021),
+adaptive attacks that know the defence and keep their poison inside what
+it accepts, and non-accumulative baselines:
+
+- :class:`AccumulativePoisoningAttack`: the attack of Pang et al. (2021);
+- :class:`GuardAwarePoisoningAttack`: every poisoned step kept under the
+  step guard's bound, read from the guard's probe and window;
+- :class:`MultiBatchTriggerAttack`: the same, with the trigger's damage
+  split over several consecutive batches;
+- :class:`SlowPoisoningAttack`: a small budget over a long horizon;
+- :class:`DiscrepancyAwarePoisoningAttack`: poison kept under the paper's
+  gate (memorization discrepancy against the snapshot buffer);
+- :class:`GradientAscentAttack`, :class:`LabelFlipAttack`,
+  :class:`UniformNoiseAttack`: baselines that plan nothing ahead.
+
+An attack reads the victim's public fitted state (``module_``,
+``classes_`` and, for the adaptive ones, ``net_.optimizer_``,
+``net_.step_guard_``, ``memorization_discrepancy`` and ``threshold_``),
+never changes it, and only returns poisoned copies of the arrays it is
 given; the caller feeds those to ``estimator.partial_fit``.
 """
 
 import contextlib
+import math
 import numbers
+import statistics
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +38,18 @@ from sklearn.utils import check_array, check_consistent_length, check_random_sta
 
 from .._pgd import signed_steps
 from .._torch import eval_mode
+from ..defence.discrepancy import memorization_discrepancy, weighted_mean
 
-__all__ = ["AccumulativePoisoningAttack", "UniformNoiseAttack"]
+__all__ = [
+    "AccumulativePoisoningAttack",
+    "DiscrepancyAwarePoisoningAttack",
+    "GradientAscentAttack",
+    "GuardAwarePoisoningAttack",
+    "LabelFlipAttack",
+    "MultiBatchTriggerAttack",
+    "SlowPoisoningAttack",
+    "UniformNoiseAttack",
+]
 
 _OBJECTIVES = ("reg", "second", "normal")
 
@@ -60,6 +89,24 @@ def _check_input_bounds(owner, value):
     if not (_is_real(low) and _is_real(high)) or not low < high:
         raise _invalid(owner, "input_bounds", expected, value)
     return float(low), float(high)
+
+
+def _check_perturbation(owner):
+    """Check the budget parameters; return ``(epsilon, step_size, input_bounds)``."""
+    _check_real(owner, "epsilon", owner.epsilon, low=0)
+    if not isinstance(owner.n_steps, numbers.Integral) or isinstance(owner.n_steps, bool) or (
+        owner.n_steps < 1
+    ):
+        raise _invalid(owner, "n_steps", "an int in the range [1, inf)", owner.n_steps)
+    if owner.step_size is not None:
+        _check_real(owner, "step_size", owner.step_size, low=0, low_open=True)
+    _check_real(
+        owner, "poison_fraction", owner.poison_fraction, low=0, high=1,
+        low_open=True, high_open=False,
+    )
+    bounds = _check_input_bounds(owner, owner.input_bounds)
+    step_size = 2 * owner.epsilon / owner.n_steps if owner.step_size is None else owner.step_size
+    return float(owner.epsilon), float(step_size), bounds
 
 
 class _StreamRandomMixin:
@@ -320,26 +367,13 @@ class AccumulativePoisoningAttack(_StreamRandomMixin, BaseEstimator):
         self.random_state = random_state
 
     def _check_params(self):
-        _check_real(self, "epsilon", self.epsilon, low=0)
-        if not isinstance(self.n_steps, numbers.Integral) or isinstance(self.n_steps, bool) or (
-            self.n_steps < 1
-        ):
-            raise _invalid(self, "n_steps", "an int in the range [1, inf)", self.n_steps)
-        if self.step_size is not None:
-            _check_real(self, "step_size", self.step_size, low=0, low_open=True)
         _check_real(self, "gamma", self.gamma, low=0)
         if not isinstance(self.objective, str) or self.objective not in _OBJECTIVES:
             raise _invalid(
                 self, "objective", f"a str among {{{', '.join(map(repr, _OBJECTIVES))}}}",
                 self.objective,
             )
-        _check_real(
-            self, "poison_fraction", self.poison_fraction, low=0, high=1,
-            low_open=True, high_open=False,
-        )
-        bounds = _check_input_bounds(self, self.input_bounds)
-        step_size = 2 * self.epsilon / self.n_steps if self.step_size is None else self.step_size
-        return float(self.epsilon), float(step_size), bounds
+        return _check_perturbation(self)
 
     def trigger_alignment(self, estimator, X_trigger, y_trigger, X_val, y_val):
         """Alignment of the trigger and validation gradients.
@@ -622,6 +656,917 @@ class UniformNoiseAttack(_StreamRandomMixin, BaseEstimator):
         Returns
         -------
         X_trigger : ndarray of shape (n_trigger, n_features), dtype float32
+            A copy of the trigger inputs.
+        """
+        return np.array(_as_float_array(X_trigger, "X_trigger"), dtype=np.float32, copy=True)
+
+
+# ---------------------------------------------------------------------------
+# What a white-box attacker predicts of the victim's next training step
+
+
+def _estimator_net(estimator):
+    return getattr(estimator, "net_", None)
+
+
+class _StepSimulator:
+    """The victim's next ``partial_fit`` call, as a white-box attacker predicts it.
+
+    It reads the estimator's public fitted state and never changes it:
+    ``module_`` and the SGD optimizer ``net_.optimizer_`` (each parameter
+    group's ``lr``, ``momentum``, ``dampening``, ``weight_decay`` and
+    ``nesterov``, and the momentum buffers), ``clip_value`` (the L-inf
+    gradient clipping of GC), ``batch_size`` (a call trains one step per
+    chunk of that many rows) and the step guard ``net_.step_guard_``: its
+    probe (``probe_.X``, ``probe_.y``, ``probe_.weight``), its calibration
+    window ``window_``, ``n_steps_`` and its configuration (``margin``,
+    ``warmup``, ``rule``, ``max_halvings``, ``optimizer_state``). The
+    guard's bound is ``margin * median(window_)`` once it has seen more
+    than ``warmup`` steps.
+
+    Exact for modules that compute the same function in train and eval
+    mode (no BatchNorm, no dropout: the MLPs of the benchmark) and for
+    SGD; another optimizer is simulated as a plain gradient step of its
+    first group's learning rate. Not simulated: a gated correction (DSC's
+    rewrite of flagged batches), sample weights, the guard's
+    ``recent_size`` check (the simulation then predicts a pull-back where
+    the guard may let the step pass), and the rows a call adds to the
+    guard's probe between its chunks.
+    """
+
+    def __init__(self, estimator, victim):
+        module = victim.module
+        named = dict(module.named_parameters())
+        self.names = [name for name, p in named.items() if p.requires_grad]
+        self.module = module
+        self.params = {name: named[name].detach() for name in self.names}
+        self.buffers = {name: b.detach() for name, b in module.named_buffers()}
+        net = _estimator_net(estimator)
+        optimizer = getattr(net, "optimizer_", None)
+        default = (float(getattr(estimator, "lr", 0.1)), 0.0, 0.0, 0.0, False)
+        self.hyper = dict.fromkeys(self.names, default)
+        self.momentum = {}
+        if optimizer is not None:
+            by_id = {id(named[name]): name for name in self.names}
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    name = by_id.get(id(param))
+                    if name is None:
+                        continue
+                    if isinstance(optimizer, torch.optim.SGD):
+                        self.hyper[name] = (group["lr"], group["momentum"], group["dampening"],
+                                            group["weight_decay"], group["nesterov"])
+                        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+                        if buffer is not None:
+                            self.momentum[name] = buffer.detach()
+                    else:
+                        self.hyper[name] = (group["lr"], 0.0, 0.0, 0.0, False)
+        self.clip_value = getattr(estimator, "clip_value", None)
+        batch_size = getattr(estimator, "batch_size", None)
+        self.batch_size = batch_size if isinstance(batch_size, numbers.Integral) else None
+        self.guard = getattr(net, "step_guard_", None)
+
+    # -------------------------------------------------------------- pieces
+
+    @property
+    def guarded(self):
+        """Whether a step guard with a non-empty probe watches the next step."""
+        return self.guard is not None and len(self.guard.probe_.X) > 0
+
+    def logits(self, theta, X):
+        return torch.func.functional_call(self.module, {**theta, **self.buffers}, (X,))
+
+    def _gradients(self, theta, X, y, create_graph):
+        loss = F.cross_entropy(self.logits(theta, X), y)
+        grads = _grad_list(loss, [theta[name] for name in self.names],
+                           create_graph=create_graph)
+        if self.clip_value is not None:
+            total = torch.stack([g.detach().abs().max() for g in grads]).max()
+            coef = torch.clamp(self.clip_value / (total + 1e-6), max=1.0)
+            grads = [g * coef for g in grads]
+        return grads
+
+    def _sgd(self, theta, momentum, grads):
+        new_theta, new_momentum = {}, {}
+        for name, grad in zip(self.names, grads):
+            lr, mu, dampening, decay, nesterov = self.hyper[name]
+            direction = grad + decay * theta[name] if decay else grad
+            if mu:
+                buffer = momentum.get(name)
+                buffer = direction if buffer is None else (
+                    mu * buffer + (1 - dampening) * direction)
+                new_momentum[name] = buffer
+                direction = direction + mu * buffer if nesterov else buffer
+            new_theta[name] = theta[name] - lr * direction
+        return new_theta, new_momentum
+
+    def bound(self, n_steps, window):
+        guard = self.guard
+        if n_steps <= guard.warmup or not window:
+            return math.inf
+        return guard.margin * statistics.median(window)
+
+    def _changes(self, before, after):
+        probe = self.guard.probe_
+        discrepancy = memorization_discrepancy(before, after)
+        loss_change = (F.cross_entropy(after, probe.y, reduction="none")
+                       - F.cross_entropy(before, probe.y, reduction="none"))
+        return (float(weighted_mean(discrepancy, probe.weight)),
+                float(weighted_mean(loss_change, probe.weight)))
+
+    def _guard(self, theta, new_theta, n_steps, window):
+        """``(alpha, D_step, dL, bound)``: what the guard does to one step."""
+        X = self.guard.probe_.X
+        with torch.no_grad():
+            before = self.logits(theta, X)
+            discrepancy, loss_change = self._changes(before, self.logits(new_theta, X))
+            bound = self.bound(n_steps, window)
+            rule = self.guard.rule
+            if not (discrepancy > bound and (rule == "bound" or loss_change > 0)):
+                return 1.0, discrepancy, loss_change, bound
+            alpha = math.sqrt(bound / discrepancy)
+            for _ in range(self.guard.max_halvings + 1):
+                within, change = self._changes(before,
+                                               self.logits(_lerp(theta, new_theta, alpha), X))
+                if within <= bound and (rule != "strict" or change <= 0):
+                    return alpha, discrepancy, loss_change, bound
+                alpha /= 2
+        return 0.0, discrepancy, loss_change, bound
+
+    # ---------------------------------------------------------------- call
+
+    def run(self, X, y, *, create_graph=False):
+        """Simulate ``partial_fit(X, y)``, one step per ``batch_size`` chunk.
+
+        Returns
+        -------
+        theta : dict of torch.Tensor
+            The parameters the call would leave (differentiable in ``X``
+            with ``create_graph=True``; the guard's scale is a constant).
+        steps : list of tuple
+            Per optimizer step, ``(alpha, D_step, dL, bound)`` as the guard
+            would see it; ``(1.0, nan, nan, inf)`` without a guard.
+        """
+        theta = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
+        momentum = dict(self.momentum)
+        guard = self.guard if self.guarded else None
+        if guard is not None:
+            n_steps, window = guard.n_steps_, deque(guard.window_, maxlen=guard.window)
+        size = self.batch_size or len(X)
+        steps = []
+        for start in range(0, len(X), size):
+            rows = slice(start, start + size)
+            grads = self._gradients(theta, X[rows], y[rows], create_graph)
+            new_theta, new_momentum = self._sgd(theta, momentum, grads)
+            outcome = (1.0, math.nan, math.nan, math.inf)
+            if guard is not None:
+                n_steps += 1
+                outcome = self._guard(theta, new_theta, n_steps, window)
+                alpha = outcome[0]
+                if alpha == 1.0:
+                    window.append(outcome[1])
+                elif alpha == 0.0:
+                    new_theta, new_momentum = theta, momentum
+                else:
+                    new_theta = _lerp(theta, new_theta, alpha)
+                    new_momentum = {
+                        name: (torch.lerp(momentum[name], value, alpha)
+                               if guard.optimizer_state == "interpolate" and name in momentum
+                               else value * alpha)
+                        for name, value in new_momentum.items()}
+            steps.append(outcome)
+            if not create_graph:
+                new_theta = {name: t.detach().requires_grad_(True)
+                             for name, t in new_theta.items()}
+                new_momentum = {name: m.detach() for name, m in new_momentum.items()}
+            theta, momentum = new_theta, new_momentum
+        return theta, steps
+
+    def loss(self, theta, X, y):
+        return F.cross_entropy(self.logits(theta, X), y)
+
+
+def _lerp(theta, new_theta, alpha):
+    return {name: theta[name] + alpha * (new_theta[name] - theta[name]) for name in theta}
+
+
+def _scales(max_halvings):
+    """The perturbation scales a line search tries: 1, 1/2, ..., then 0 (clean)."""
+    return [0.5 ** k for k in range(max_halvings + 1)] + [0.0]
+
+
+class _LineSearchAttack(AccumulativePoisoningAttack):
+    """The accumulative attack plus the parameters of a line search on its perturbation."""
+
+    def __init__(
+        self,
+        *,
+        epsilon=0.2,
+        n_steps=2,
+        step_size=None,
+        gamma=1.0,
+        objective="reg",
+        poison_fraction=1.0,
+        input_bounds=(0.0, 1.0),
+        safety=0.9,
+        max_halvings=4,
+        random_state=None,
+    ):
+        super().__init__(
+            epsilon=epsilon, n_steps=n_steps, step_size=step_size, gamma=gamma,
+            objective=objective, poison_fraction=poison_fraction,
+            input_bounds=input_bounds, random_state=random_state,
+        )
+        self.safety = safety
+        self.max_halvings = max_halvings
+
+    def _check_params(self):
+        _check_real(self, "safety", self.safety, low=0, high=1, low_open=True,
+                    high_open=False)
+        if not isinstance(self.max_halvings, numbers.Integral) or isinstance(
+                self.max_halvings, bool) or self.max_halvings < 0:
+            raise _invalid(self, "max_halvings", "an int in the range [0, inf)",
+                           self.max_halvings)
+        return super()._check_params()
+
+
+class GuardAwarePoisoningAttack(_LineSearchAttack):
+    """Accumulative poisoning that keeps every poisoned step under the step guard.
+
+    **Knows** everything :class:`AccumulativePoisoningAttack` knows (the
+    weights, the trigger and validation batches) and, white-box, the
+    defence: the SGD optimizer and its momentum (``net_.optimizer_``),
+    ``clip_value``, and the step guard ``net_.step_guard_``: its probe
+    rows, its calibration window and its rule (see :class:`_StepSimulator`
+    for the list). It simulates the victim's next ``partial_fit`` exactly
+    (for SGD and modules without BatchNorm or dropout), including the
+    guard's measure of the step, ``D_step`` and the probe's loss change on
+    the guard's own probe, and the guard's bound ``margin *
+    median(window_)``.
+
+    **Optimises** the objective of :class:`AccumulativePoisoningAttack`
+    (``objective``, ``gamma``) under the constraint that the guard lets
+    every poisoned step pass unscaled: after crafting a batch, a line
+    search on the perturbation ``X + t * (X_adv - X)``, ``t = 1, 1/2, ...,
+    1/2**max_halvings`` then ``0`` (the clean batch), keeps the largest
+    ``t`` whose simulated step has ``D_step <= safety * bound``, or lowers
+    the probe's loss (a step the ``"harmful"`` rule never scales). Unscaled
+    poisoned steps also enter the guard's calibration window and their rows
+    its probe, so the bound itself follows the poison. The trigger is
+    chosen among the same scales as the one whose step, **after** the
+    guard's pull-back, leaves the highest validation loss.
+
+    Without a step guard (or while its probe is empty) it is
+    :class:`AccumulativePoisoningAttack`.
+
+    Parameters
+    ----------
+    epsilon, n_steps, step_size, gamma, objective, poison_fraction, input_bounds
+        As in :class:`AccumulativePoisoningAttack`.
+    safety : float, default=0.9
+        The line search aims at ``safety`` times the guard's bound, in
+        (0, 1], a margin for rounding.
+    max_halvings : int, default=4
+        Halvings of the perturbation tried before the clean batch is sent.
+    random_state : int, RandomState instance or None, default=None
+        As in :class:`AccumulativePoisoningAttack`.
+
+    Attributes
+    ----------
+    last_scale_ : float
+        The perturbation scale ``t`` the last :meth:`poison_batch` or
+        :meth:`craft_trigger` call kept.
+    last_steps_ : list of tuple
+        ``(alpha, D_step, dL, bound)`` per optimizer step of that call, as
+        the attacker predicted the guard would see it.
+
+    See Also
+    --------
+    MultiBatchTriggerAttack : The same, with the trigger split over several
+        batches.
+
+    Notes
+    -----
+    This is the adaptive attack of Tramèr, Carlini, Brendel and Madry
+    (2020), applied to the library's step guard: the defence's own test is
+    put into the attacker's loop, as Koh, Steinhardt and Liang (2022) keep
+    their poison inside the feasible set of a data-sanitisation defence.
+
+    References
+    ----------
+    .. [1] T. Pang, X. Yang, Y. Dong, H. Su and J. Zhu, "Accumulative
+       Poisoning Attacks on Real-time Data", NeurIPS 2021, arXiv:2106.09993.
+    .. [2] F. Tramèr, N. Carlini, W. Brendel and A. Madry, "On Adaptive
+       Attacks to Adversarial Example Defenses", NeurIPS 2020,
+       arXiv:2002.08347.
+    .. [3] P. W. Koh, J. Steinhardt and P. Liang, "Stronger data poisoning
+       attacks break data sanitization defenses", Machine Learning 111,
+       2022, arXiv:1811.00741.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+    >>> from dsc_sklearn.evaluation.attacks import GuardAwarePoisoningAttack
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = (X / 16).astype(np.float32)
+    >>> clf = DiscrepancyAwareOnlineClassifier(random_state=0)  # the step guard
+    >>> for start in range(0, 1500, 100):
+    ...     clf = clf.partial_fit(X[start:start + 100], y[start:start + 100],
+    ...                           classes=range(10))
+    >>> attack = GuardAwarePoisoningAttack(random_state=0)
+    >>> trigger, val, batch = slice(1500, 1590), slice(1590, 1680), slice(1680, 1780)
+    >>> X_trigger = attack.craft_trigger(clf, X[trigger], y[trigger], X[val], y[val])
+    >>> X_poisoned, _ = attack.poison_batch(clf, X[batch], y[batch], X_trigger,
+    ...                                     y[trigger], X[val], y[val])
+    >>> predicted = attack.last_steps_[0][0]
+    >>> clf = clf.partial_fit(X_poisoned, y[batch])
+    >>> predicted, clf.stream_log_[-1]["step_scale"]  # the guard lets it pass
+    (1.0, 1.0)
+    """
+
+    def _passes(self, steps):
+        rule = getattr(self._simulator.guard, "rule", "harmful")
+        return all(alpha == 1.0 and (discrepancy <= self.safety * bound
+                                     or (rule != "bound" and change < 0))
+                   for alpha, discrepancy, change, bound in steps)
+
+    def poison_batch(self, estimator, X, y, X_trigger, y_trigger, X_val, y_val):
+        """Poison one stream batch, as large as the step guard lets pass unscaled.
+
+        Parameters and returns are those of
+        :meth:`AccumulativePoisoningAttack.poison_batch`.
+        """
+        X_adv, is_poison = super().poison_batch(estimator, X, y, X_trigger, y_trigger,
+                                                X_val, y_val)
+        victim = _Victim.from_estimator(estimator)
+        self._simulator = simulator = _StepSimulator(estimator, victim)
+        self.last_scale_, self.last_steps_ = 1.0, []
+        if not simulator.guarded:
+            return X_adv, is_poison
+        Xc, yc = victim.data(X, y, "X")
+        Xa = torch.as_tensor(X_adv, dtype=Xc.dtype, device=Xc.device)
+        with _inspection_mode(victim.module):
+            for scale in _scales(self.max_halvings):
+                candidate = Xc + scale * (Xa - Xc)
+                _, steps = simulator.run(candidate, yc)
+                if scale == 0.0 or self._passes(steps):
+                    break
+        self.last_scale_, self.last_steps_ = scale, steps
+        if scale == 0.0:
+            is_poison = np.zeros_like(is_poison)
+        return candidate.cpu().numpy().astype(np.float32, copy=False), is_poison
+
+    def craft_trigger(self, estimator, X_trigger, y_trigger, X_val, y_val):
+        """Craft the trigger whose step, after the guard's pull-back, hurts most.
+
+        Parameters and returns are those of
+        :meth:`AccumulativePoisoningAttack.craft_trigger`.
+        """
+        X_adv = super().craft_trigger(estimator, X_trigger, y_trigger, X_val, y_val)
+        victim = _Victim.from_estimator(estimator)
+        self._simulator = simulator = _StepSimulator(estimator, victim)
+        self.last_scale_, self.last_steps_ = 1.0, []
+        if not simulator.guarded:
+            return X_adv
+        Xt, yt = victim.data(X_trigger, y_trigger, "X_trigger")
+        Xv, yv = victim.data(X_val, y_val, "X_val")
+        Xa = torch.as_tensor(X_adv, dtype=Xt.dtype, device=Xt.device)
+        best = None
+        with _inspection_mode(victim.module):
+            for scale in _scales(self.max_halvings):
+                candidate = Xt + scale * (Xa - Xt)
+                theta, steps = simulator.run(candidate, yt)
+                with torch.no_grad():
+                    damage = float(simulator.loss(theta, Xv, yv))
+                if best is None or damage > best[0]:
+                    best = (damage, scale, candidate, steps)
+        _, self.last_scale_, candidate, self.last_steps_ = best
+        return candidate.cpu().numpy().astype(np.float32, copy=False)
+
+
+class MultiBatchTriggerAttack(GuardAwarePoisoningAttack):
+    """Guard-aware accumulative poisoning whose trigger is split over k batches.
+
+    **Knows** what :class:`GuardAwarePoisoningAttack` knows.
+    **Optimises** the same accumulative phase; then, instead of one trigger
+    batch, it sends ``n_trigger_batches`` consecutive trigger batches, each
+    crafted (:meth:`craft_trigger`) on the model the previous one produced,
+    and each the candidate whose step leaves the highest validation loss
+    after the guard's pull-back. A per-step bound limits what one batch can
+    do, not what k batches do together; the stream protocol
+    (:func:`~dsc_sklearn.evaluation.protocol.run_stream_protocol`) reads
+    ``n_trigger_batches`` and feeds that many.
+
+    Parameters
+    ----------
+    n_trigger_batches : int, default=4
+        Trigger batches sent one after another, at least 1.
+    epsilon, n_steps, step_size, gamma, objective, poison_fraction, input_bounds, \
+safety, max_halvings, random_state
+        As in :class:`GuardAwarePoisoningAttack`.
+
+    References
+    ----------
+    .. [1] T. Pang, X. Yang, Y. Dong, H. Su and J. Zhu, "Accumulative
+       Poisoning Attacks on Real-time Data", NeurIPS 2021, arXiv:2106.09993
+       (the trigger, sent there as one batch).
+    .. [2] F. Tramèr, N. Carlini, W. Brendel and A. Madry, "On Adaptive
+       Attacks to Adversarial Example Defenses", NeurIPS 2020,
+       arXiv:2002.08347.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.attacks import MultiBatchTriggerAttack
+    >>> MultiBatchTriggerAttack(n_trigger_batches=3).n_trigger_batches
+    3
+    """
+
+    def __init__(
+        self,
+        *,
+        n_trigger_batches=4,
+        epsilon=0.2,
+        n_steps=2,
+        step_size=None,
+        gamma=1.0,
+        objective="reg",
+        poison_fraction=1.0,
+        input_bounds=(0.0, 1.0),
+        safety=0.9,
+        max_halvings=4,
+        random_state=None,
+    ):
+        super().__init__(
+            epsilon=epsilon, n_steps=n_steps, step_size=step_size, gamma=gamma,
+            objective=objective, poison_fraction=poison_fraction,
+            input_bounds=input_bounds, safety=safety, max_halvings=max_halvings,
+            random_state=random_state,
+        )
+        self.n_trigger_batches = n_trigger_batches
+
+    def _check_params(self):
+        value = self.n_trigger_batches
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise _invalid(self, "n_trigger_batches", "an int in the range [1, inf)", value)
+        return super()._check_params()
+
+
+class SlowPoisoningAttack(AccumulativePoisoningAttack):
+    """Accumulative poisoning with a small budget over a long horizon.
+
+    **Knows** what :class:`AccumulativePoisoningAttack` knows (white-box
+    weights; not the defence). **Optimises** the same objectives, with half
+    the reference budget (``epsilon=0.1`` on ``[0, 1]`` inputs) spread
+    over ``horizon`` poisoned batches (200 by default; the protocol runs
+    that many instead of its ``max_steps``): each step is close to a clean
+    one, and what accumulates is the drift of many. The trigger has the
+    same small budget. (With ``epsilon=0.05``, the low end of the range the
+    evaluation asked for, plain training lost nothing in a trial on
+    digits-mlp: the stream's learning outran the poison.)
+
+    Parameters
+    ----------
+    epsilon : float, default=0.1
+        Radius of the L-inf ball of every poisoned batch and of the trigger.
+    horizon : int, default=200
+        Poisoned batches the attacker plans to send before the trigger (the
+        stealth stop of the protocol may end it sooner).
+    n_steps, step_size, gamma, objective, poison_fraction, input_bounds, random_state
+        As in :class:`AccumulativePoisoningAttack`.
+
+    Notes
+    -----
+    Online-learning poisoning under a per-round budget over a horizon is
+    the setting of Wang and Chaudhuri (2018); the accumulative objective is
+    Pang et al.'s (2021).
+
+    References
+    ----------
+    .. [1] T. Pang, X. Yang, Y. Dong, H. Su and J. Zhu, "Accumulative
+       Poisoning Attacks on Real-time Data", NeurIPS 2021, arXiv:2106.09993.
+    .. [2] Y. Wang and K. Chaudhuri, "Data Poisoning Attacks against Online
+       Learning", arXiv:1808.08994, 2018.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.attacks import SlowPoisoningAttack
+    >>> attack = SlowPoisoningAttack()
+    >>> attack.epsilon, attack.horizon
+    (0.1, 200)
+    """
+
+    def __init__(
+        self,
+        *,
+        epsilon=0.1,
+        horizon=200,
+        n_steps=2,
+        step_size=None,
+        gamma=1.0,
+        objective="reg",
+        poison_fraction=1.0,
+        input_bounds=(0.0, 1.0),
+        random_state=None,
+    ):
+        super().__init__(
+            epsilon=epsilon, n_steps=n_steps, step_size=step_size, gamma=gamma,
+            objective=objective, poison_fraction=poison_fraction,
+            input_bounds=input_bounds, random_state=random_state,
+        )
+        self.horizon = horizon
+
+    def _check_params(self):
+        if not isinstance(self.horizon, numbers.Integral) or isinstance(self.horizon, bool) or (
+                self.horizon < 1):
+            raise _invalid(self, "horizon", "an int in the range [1, inf)", self.horizon)
+        return super()._check_params()
+
+
+class DiscrepancyAwarePoisoningAttack(_LineSearchAttack):
+    """Accumulative poisoning that keeps its memorization discrepancy under DSC's threshold.
+
+    **Knows** what :class:`AccumulativePoisoningAttack` knows and the
+    paper's gate, through the estimator's public API: the snapshot buffer
+    (``memorization_discrepancy(X)``, the per-sample KL against
+    ``snapshots_`` that the gate computes), the threshold in force
+    (``threshold_``, i.e. ``net_.threshold_policy_.current()``), whether
+    the gate decides per sample or on the batch mean (``granularity``) and
+    whether a gated correction runs at all (``net_.correction_.gated``).
+
+    **Optimises** the accumulative objective under the constraint that the
+    gate does not flag: a line search on the perturbation, ``X + t *
+    (X_adv - X)`` with ``t = 1, 1/2, ..., 1/2**max_halvings`` then ``0``,
+    keeps for each row (``granularity="sample"``) or for the batch
+    (``"batch"``, its mean) the largest ``t`` whose discrepancy is at most
+    ``safety * threshold_``. The trigger is kept under the threshold the
+    same way. Against a defence without a gated correction it is
+    :class:`AccumulativePoisoningAttack`.
+
+    Parameters
+    ----------
+    epsilon, n_steps, step_size, gamma, objective, poison_fraction, input_bounds
+        As in :class:`AccumulativePoisoningAttack`.
+    safety : float, default=0.9
+        Aim at ``safety`` times the threshold, in (0, 1].
+    max_halvings : int, default=4
+        Halvings of the perturbation tried before a row (or the batch) is
+        sent clean.
+    random_state : int, RandomState instance or None, default=None
+
+    Attributes
+    ----------
+    last_scale_ : ndarray of shape (n_samples,)
+        The scale kept for each row by the last call.
+
+    Notes
+    -----
+    Zhu et al. (2023) flag a batch whose discrepancy exceeds the threshold
+    and correct it; this attacker stays inside the gate's accepted set, as
+    Koh, Steinhardt and Liang (2022) place poison inside a sanitiser's
+    feasible set, which Tramèr et al. (2020) recommend for any detector.
+
+    References
+    ----------
+    .. [1] J. Zhu et al., "Exploring Model Dynamics for Accumulative
+       Poisoning Discovery", ICML 2023, arXiv:2306.03726.
+    .. [2] P. W. Koh, J. Steinhardt and P. Liang, "Stronger data poisoning
+       attacks break data sanitization defenses", Machine Learning 111,
+       2022, arXiv:1811.00741.
+    .. [3] F. Tramèr, N. Carlini, W. Brendel and A. Madry, "On Adaptive
+       Attacks to Adversarial Example Defenses", NeurIPS 2020,
+       arXiv:2002.08347.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+    >>> from dsc_sklearn.evaluation.attacks import DiscrepancyAwarePoisoningAttack
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = (X / 16).astype(np.float32)
+    >>> clf = DiscrepancyAwareOnlineClassifier(correction="dsc", step_guard=None,
+    ...                                        random_state=0)
+    >>> for start in range(0, 1500, 100):
+    ...     clf = clf.partial_fit(X[start:start + 100], y[start:start + 100],
+    ...                           classes=range(10))
+    >>> attack = DiscrepancyAwarePoisoningAttack(random_state=0)
+    >>> trigger, val, batch = slice(1500, 1590), slice(1590, 1680), slice(1680, 1780)
+    >>> X_trigger = attack.craft_trigger(clf, X[trigger], y[trigger], X[val], y[val])
+    >>> X_poisoned, is_poison = attack.poison_batch(clf, X[batch], y[batch], X_trigger,
+    ...                                             y[trigger], X[val], y[val])
+    >>> discrepancy = clf.memorization_discrepancy(X_poisoned)
+    >>> bool((discrepancy[is_poison] <= clf.threshold_).all())  # the gate lets them pass
+    True
+
+    Rows whose clean version already exceeds the threshold are sent clean.
+    """
+
+    def _under_threshold(self, estimator, X, X_adv):
+        """``X + t * (X_adv - X)`` with the largest ``t`` the gate lets through."""
+        n_samples = len(X)
+        self.last_scale_ = np.ones(n_samples)
+        correction = getattr(_estimator_net(estimator), "correction_", None)
+        if not getattr(correction, "gated", False):
+            return X_adv
+        limit = self.safety * float(estimator.threshold_)
+        per_sample = getattr(estimator, "granularity", "sample") != "batch"
+        X = _as_float_array(X, "X")
+        kept = np.zeros(n_samples)
+        done = np.zeros(n_samples, dtype=bool)
+        for scale in _scales(self.max_halvings):
+            discrepancy = np.asarray(
+                estimator.memorization_discrepancy(X + scale * (X_adv - X)))
+            if discrepancy.ndim == 2:  # reference="all": the largest counts
+                discrepancy = discrepancy.max(axis=1)
+            accepted = (discrepancy <= limit if per_sample
+                        else np.full(n_samples, discrepancy.mean() <= limit))
+            accepted |= scale == 0.0
+            new = accepted & ~done
+            kept[new] = scale
+            done |= accepted
+            if done.all():
+                break
+        self.last_scale_ = kept
+        return (X + kept[:, None].astype(np.float32) * (X_adv - X)).astype(np.float32)
+
+    def poison_batch(self, estimator, X, y, X_trigger, y_trigger, X_val, y_val):
+        """Poison one stream batch, each row (or the batch) under the gate's threshold.
+
+        Parameters and returns are those of
+        :meth:`AccumulativePoisoningAttack.poison_batch`; rows sent clean
+        are not counted as poisoned.
+        """
+        X_adv, is_poison = super().poison_batch(estimator, X, y, X_trigger, y_trigger,
+                                                X_val, y_val)
+        X_fed = self._under_threshold(estimator, X, X_adv)
+        return X_fed, is_poison & (self.last_scale_ > 0)
+
+    def craft_trigger(self, estimator, X_trigger, y_trigger, X_val, y_val):
+        """Craft the trigger, kept under the gate's threshold.
+
+        Parameters and returns are those of
+        :meth:`AccumulativePoisoningAttack.craft_trigger`.
+        """
+        X_adv = super().craft_trigger(estimator, X_trigger, y_trigger, X_val, y_val)
+        return self._under_threshold(estimator, X_trigger, X_adv)
+
+
+class GradientAscentAttack(_StreamRandomMixin, BaseEstimator):
+    """Non-accumulative baseline: every batch raises the validation loss at once.
+
+    **Knows** the weights, the SGD optimizer and its momentum
+    (``net_.optimizer_``, read as :class:`GuardAwarePoisoningAttack`
+    reads it) and ``clip_value``; not the step guard or the gate.
+    **Optimises**, for every stream batch and for the last (trigger)
+    batch alike, the validation loss after the victim's simulated step on
+    the batch, ``L_val(theta - lr * (momentum * buffer + g(X)))``, by
+    ``n_steps`` projected signed-gradient ascent steps on the inputs
+    within the L-inf ball of radius ``epsilon`` (the gradient goes through
+    the step by double backward). There is no preparation of a later
+    trigger: each batch does what damage it can on its own (Pang et al.'s
+    "real-time" poisoning, here with the exact one-step look-ahead of
+    back-gradient poisoning instead of its first-order cosine).
+
+    Parameters
+    ----------
+    epsilon : float, default=0.2
+        Radius of the L-inf ball around the clean inputs of each call.
+    n_steps : int, default=2
+        Signed-gradient steps.
+    step_size : float, default=None
+        ``None`` means ``2 * epsilon / n_steps``.
+    poison_fraction : float, default=1.0
+        Fraction of the rows of each stream batch that are perturbed.
+    input_bounds : tuple of (float, float) or None, default=(0.0, 1.0)
+        Valid input range; ``None`` for unbounded inputs.
+    random_state : int, RandomState instance or None, default=None
+        Chooses the poisoned rows when ``poison_fraction < 1``.
+
+    References
+    ----------
+    .. [1] L. Muñoz-González et al., "Towards Poisoning of Deep Learning
+       Algorithms with Back-gradient Optimization", AISec 2017,
+       arXiv:1708.08689.
+    .. [2] T. Pang, X. Yang, Y. Dong, H. Su and J. Zhu, "Accumulative
+       Poisoning Attacks on Real-time Data", NeurIPS 2021, arXiv:2106.09993.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> from dsc_sklearn.evaluation.attacks import GradientAscentAttack
+    >>> _ = torch.manual_seed(0)
+    >>> module = torch.nn.Sequential(
+    ...     torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    >>> victim = SimpleNamespace(module_=module, classes_=np.array([0, 1, 2]), lr=0.5)
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.random((60, 8), dtype=np.float32), rng.integers(0, 3, 60)
+    >>> attack = GradientAscentAttack(epsilon=0.3)
+    >>> X_poisoned, is_poison = attack.poison_batch(victim, X[:30], y[:30], None, None,
+    ...                                             X[30:], y[30:])
+    >>> bool(attack.loss_after_step(victim, X_poisoned, y[:30], X[30:], y[30:])
+    ...      > attack.loss_after_step(victim, X[:30], y[:30], X[30:], y[30:]))
+    True
+    """
+
+    def __init__(self, *, epsilon=0.2, n_steps=2, step_size=None, poison_fraction=1.0,
+                 input_bounds=(0.0, 1.0), random_state=None):
+        self.epsilon = epsilon
+        self.n_steps = n_steps
+        self.step_size = step_size
+        self.poison_fraction = poison_fraction
+        self.input_bounds = input_bounds
+        self.random_state = random_state
+
+    def _check_params(self):
+        return _check_perturbation(self)
+
+    def loss_after_step(self, estimator, X, y, X_val, y_val):
+        """Validation loss after the victim's simulated step on ``(X, y)``.
+
+        Parameters
+        ----------
+        estimator : object
+            Fitted victim with ``module_`` and ``classes_``.
+        X, y : array-like
+            The batch the victim would train on.
+        X_val, y_val : array-like
+            Validation batch.
+
+        Returns
+        -------
+        loss : float
+        """
+        victim = _Victim.from_estimator(estimator)
+        Xb, yb = victim.data(X, y, "X")
+        Xv, yv = victim.data(X_val, y_val, "X_val")
+        simulator = _StepSimulator(estimator, victim)
+        with _inspection_mode(victim.module):
+            theta, _ = simulator.run(Xb, yb)
+            with torch.no_grad():
+                return float(simulator.loss(theta, Xv, yv))
+
+    def _ascend(self, estimator, X, y, X_val, y_val, rows_mask=None):
+        epsilon, step_size, bounds = self._check_params()
+        victim = _Victim.from_estimator(estimator)
+        Xc, yc = victim.data(X, y, "X")
+        Xv, yv = victim.data(X_val, y_val, "X_val")
+        simulator = _StepSimulator(estimator, victim)
+        simulator.guard = None  # not adaptive: it does not know the guard
+        mask = None if rows_mask is None else torch.as_tensor(
+            rows_mask, dtype=Xc.dtype, device=Xc.device)[:, None]
+
+        def objective(X_adv):
+            theta, _ = simulator.run(X_adv, yc, create_graph=True)
+            return simulator.loss(theta, Xv, yv)
+
+        with _inspection_mode(victim.module):
+            X_adv = signed_steps(objective, Xc, Xc, ascent=True, epsilon=epsilon,
+                                 step_size=step_size, n_steps=self.n_steps,
+                                 input_bounds=bounds, mask=mask)
+        return X_adv.cpu().numpy().astype(np.float32, copy=False)
+
+    def poison_batch(self, estimator, X, y, X_trigger=None, y_trigger=None, X_val=None,
+                     y_val=None):
+        """Perturb a stream batch so that the step on it raises the validation loss.
+
+        Parameters
+        ----------
+        estimator : object
+            Fitted victim; not modified.
+        X, y : array-like
+            Clean stream batch (labels kept).
+        X_trigger, y_trigger : array-like or None
+            Ignored (there is no planned trigger).
+        X_val, y_val : array-like
+            Validation batch whose loss the step should raise.
+
+        Returns
+        -------
+        X_poisoned : ndarray of float32
+        is_poison : ndarray of bool
+        """
+        if X_val is None or y_val is None:
+            raise ValueError("GradientAscentAttack needs the validation batch X_val, y_val.")
+        n_samples = len(X)
+        is_poison = np.ones(n_samples, dtype=bool)
+        if self.poison_fraction < 1:
+            n_poison = min(n_samples, max(1, round(self.poison_fraction * n_samples)))
+            chosen = self._generator().choice(n_samples, size=n_poison, replace=False)
+            is_poison[:] = False
+            is_poison[chosen] = True
+        return (self._ascend(estimator, X, y, X_val, y_val,
+                             None if is_poison.all() else is_poison), is_poison)
+
+    def craft_trigger(self, estimator, X_trigger, y_trigger, X_val, y_val):
+        """The last batch, poisoned like every other one.
+
+        Parameters
+        ----------
+        estimator : object
+        X_trigger, y_trigger, X_val, y_val : array-like
+
+        Returns
+        -------
+        X_trigger_poisoned : ndarray of float32
+        """
+        return self._ascend(estimator, X_trigger, y_trigger, X_val, y_val)
+
+
+class LabelFlipAttack(_StreamRandomMixin, BaseEstimator):
+    """Non-accumulative baseline: flip the labels of a fraction of each batch.
+
+    **Knows** only the label set (``classes_``); no gradients, no defence.
+    **Does**: in every stream batch, ``flip_fraction`` of the rows, drawn
+    at random, get a label drawn uniformly among the other classes; inputs
+    are unchanged. The trigger is sent clean. :meth:`poison_batch` returns
+    the new labels too: ``(X, y_flipped, is_poison)``, which the stream
+    protocol feeds.
+
+    Parameters
+    ----------
+    flip_fraction : float, default=0.3
+        Share of each batch's rows whose label is flipped, in (0, 1].
+    random_state : int, RandomState instance or None, default=None
+        Which rows, and their new labels.
+
+    References
+    ----------
+    .. [1] B. Biggio, B. Nelson and P. Laskov, "Support Vector Machines
+       Under Adversarial Label Noise", ACML 2011.
+    .. [2] H. Xiao, H. Xiao and C. Eckert, "Adversarial Label Flips Attack on
+       Support Vector Machines", ECAI 2012.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from dsc_sklearn.evaluation.attacks import LabelFlipAttack
+    >>> victim = SimpleNamespace(classes_=np.array([0, 1, 2]))
+    >>> X, y = np.zeros((10, 2)), np.zeros(10, dtype=int)
+    >>> attack = LabelFlipAttack(flip_fraction=0.5, random_state=0)
+    >>> _, y_new, is_poison = attack.poison_batch(victim, X, y)
+    >>> int(is_poison.sum()), bool((y_new[is_poison] != 0).all())
+    (5, True)
+    >>> bool((y_new[~is_poison] == 0).all())
+    True
+    """
+
+    def __init__(self, *, flip_fraction=0.3, random_state=None):
+        self.flip_fraction = flip_fraction
+        self.random_state = random_state
+
+    def poison_batch(self, estimator, X, y, *args, **kwargs):
+        """Flip the labels of ``flip_fraction`` of the rows.
+
+        Parameters
+        ----------
+        estimator : object
+            Fitted victim with ``classes_``.
+        X : array-like of shape (n_samples, n_features)
+            Stream inputs, returned unchanged (as float32).
+        y : array-like of shape (n_samples,)
+            Stream labels.
+        *args, **kwargs
+            Ignored (the trigger and validation batches of the other attacks).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features), dtype float32
+        y_flipped : ndarray of shape (n_samples,)
+        is_poison : ndarray of shape (n_samples,), dtype bool
+            The rows whose label changed.
+        """
+        _check_real(self, "flip_fraction", self.flip_fraction, low=0, high=1,
+                    low_open=True, high_open=False)
+        classes = getattr(estimator, "classes_", None)
+        if classes is None or len(classes) < 2:
+            raise NotFittedError("LabelFlipAttack needs a fitted victim with classes_.")
+        classes = np.asarray(classes)
+        X = _as_float_array(X, "X")
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        rng = self._generator()
+        n_samples = len(y)
+        n_flip = min(n_samples, max(1, round(self.flip_fraction * n_samples)))
+        rows = rng.choice(n_samples, size=n_flip, replace=False)
+        codes = np.searchsorted(classes, y[rows])
+        shift = rng.randint(1, len(classes), size=n_flip)
+        y_flipped = y.copy()
+        y_flipped[rows] = classes[(codes + shift) % len(classes)]
+        is_poison = np.zeros(n_samples, dtype=bool)
+        is_poison[rows] = True
+        return np.array(X, dtype=np.float32, copy=True), y_flipped, is_poison
+
+    def craft_trigger(self, estimator, X_trigger, y_trigger, X_val, y_val):
+        """Return the trigger unchanged (a clean last batch).
+
+        Returns
+        -------
+        X_trigger : ndarray of float32
             A copy of the trigger inputs.
         """
         return np.array(_as_float_array(X_trigger, "X_trigger"), dtype=np.float32, copy=True)

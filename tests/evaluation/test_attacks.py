@@ -84,6 +84,7 @@ def victims(digits):
     out = {}
     for name, make in MODELS.items():
         module = _train(make(), X[200:], y[200:], n_steps=150)
+        module.zero_grad(set_to_none=True)  # a victim without grads, whatever runs first
         module.eval()
         out[name] = SimpleNamespace(module_=module, classes_=np.arange(10))
     return out
