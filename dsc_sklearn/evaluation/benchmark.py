@@ -1,14 +1,16 @@
-"""The attack-and-defence benchmark: defences x datasets x seeds.
+"""The attack-and-defence benchmark: defences x datasets x attacks x seeds.
 
 :func:`run_benchmark` runs :func:`~dsc_sklearn.evaluation.protocol.run_stream_protocol`
-(and :func:`~dsc_sklearn.evaluation.protocol.run_drift_protocol`) for every
-combination, in parallel through joblib (any joblib backend, ``dask``
+(and :func:`~dsc_sklearn.evaluation.protocol.run_drift_protocol`, and on
+river's drift generators
+:func:`~dsc_sklearn.evaluation.protocol.run_concept_drift_protocol`) for
+every combination, in parallel through joblib (any joblib backend, ``dask``
 included, via :func:`joblib.parallel_config`), with one torch thread per
-run. :func:`results_table` and :func:`drift_table` aggregate the runs into
-markdown tables (:mod:`dsc_sklearn.evaluation.report` explains their
-columns and writes ``results.md`` and ``report.html``). The ``dsc-sklearn
-benchmark`` command wraps them all and draws the plots of
-:mod:`dsc_sklearn.evaluation.plotting`.
+run. :func:`results_table`, :func:`drift_table`, :func:`adaptive_table`
+and :func:`stream_table` aggregate the runs into markdown tables
+(:mod:`dsc_sklearn.evaluation.report` explains their columns and writes
+``results.md`` and ``report.html``). The ``dsc-sklearn benchmark`` command
+wraps them all and draws the plots of :mod:`dsc_sklearn.evaluation.plotting`.
 """
 
 import contextlib
@@ -21,23 +23,36 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from ..defence._classifier import DiscrepancyAwareOnlineClassifier
-from .datasets import load_stream_dataset
-from .protocol import DRIFTS, run_drift_protocol, run_stream_protocol
-from .report import attack_results, drift_results
+from .datasets import DRIFT_STREAMS, load_drift_stream, load_stream_dataset
+from .protocol import (
+    ADAPTIVE_ATTACKS,
+    ATTACKS,
+    DRIFTS,
+    run_concept_drift_protocol,
+    run_drift_protocol,
+    run_stream_protocol,
+)
+from .report import adaptive_results, attack_results, drift_results, stream_results
 from ..defence.modules import SmallCNN
 from ..defence.thresholds import linear_schedule
 
 __all__ = [
     "BENCHMARKS",
+    "CONCEPT_DRIFT",
     "DEFENCES",
+    "DRIFT_NAMES",
     "QUICK_BENCHMARKS",
     "QUICK_DEFENCES",
     "QUICK_DRIFTS",
+    "STREAM_BENCHMARKS",
+    "adaptive_table",
+    "default_drifts",
     "drift_table",
     "make_defence",
     "results_table",
     "run_benchmark",
     "save_results",
+    "stream_table",
 ]
 
 #: Defences by name: the estimator parameters each one sets. Every row but
@@ -66,12 +81,39 @@ DEFENCES = {
 #: defaults, plain training, the strongest baseline and the paper's recipe.
 QUICK_DEFENCES = ("DSC-default", "ST", "GC", "DSC-paper")
 
-#: Benchmark settings by name: a data set and the module trained on it.
+#: Benchmark settings by name: a data set and the module trained on it
+#: (``None``: the MLP 128-128; an image shape: :class:`~dsc_sklearn.defence.modules.SmallCNN`).
+#: The ``-mlp`` rows after the first three are river's streams (the optional
+#: ``river`` package, nothing downloaded): its bundled real data sets and
+#: the concept before the drift of its drift generators, standardised.
 BENCHMARKS = {
     "digits-mlp": ("digits", None),
     "digits-cnn": ("digits", (1, 8, 8)),
     "mnist1d-cnn": ("mnist1d", (1, 40)),
+    "imagesegments-mlp": ("imagesegments", None),
+    "shuttle-mlp": ("shuttle", None),
+    "phishing-mlp": ("phishing", None),
+    "bananas-mlp": ("bananas", None),
+    "sea-mlp": ("sea", None),
+    "agrawal-mlp": ("agrawal", None),
+    "hyperplane-mlp": ("hyperplane", None),
+    "randomrbf-mlp": ("randomrbf", None),
+    "led-mlp": ("led", None),
 }
+
+_RIVER_DATASETS = ("imagesegments", "shuttle", "phishing", "bananas")
+
+#: The benchmarks on river's streams (the "Real streams" table).
+STREAM_BENCHMARKS = tuple(name for name, (dataset, _) in BENCHMARKS.items()
+                          if dataset in _RIVER_DATASETS + DRIFT_STREAMS)
+
+#: The drift that is a drift generator's own concept drift
+#: (:func:`~dsc_sklearn.evaluation.protocol.run_concept_drift_protocol`);
+#: it runs on the benchmarks of river's generators only.
+CONCEPT_DRIFT = "concept"
+
+#: Every drift name ``run_benchmark(drifts=...)`` accepts.
+DRIFT_NAMES = tuple(DRIFTS) + (CONCEPT_DRIFT,)
 
 #: The benchmarks of ``dsc-sklearn benchmark --quick``.
 QUICK_BENCHMARKS = ("digits-mlp",)
@@ -138,16 +180,27 @@ def _torch_threads(n_threads):
         torch.set_num_threads(before)
 
 
-def _run(benchmark, defence, params, attack, seed, stream, protocol_params, torch_threads=1):
+def _run(benchmark, defence, params, attack, seed, stream, protocol_params, torch_threads=1,
+         attack_params=None):
     """One protocol run as a JSON-serialisable record.
 
     ``attack`` is an attack of the stream protocol, or ``"drift-<kind>"``
-    for a benign-drift run.
+    for a benign-drift run (``"drift-concept"``: a drift generator's own).
     """
-    data = load_stream_dataset(BENCHMARKS[benchmark][0], random_state=seed)
+    dataset = BENCHMARKS[benchmark][0]
     estimator = make_defence(defence, benchmark, params)
+    if attack == f"drift-{CONCEPT_DRIFT}":
+        data = load_drift_stream(dataset, random_state=seed)
+    else:
+        data = load_stream_dataset(dataset, random_state=seed)
     with _torch_threads(torch_threads):
-        if attack.startswith("drift-"):
+        if attack == f"drift-{CONCEPT_DRIFT}":
+            result = run_concept_drift_protocol(
+                estimator, data, stream=stream, random_state=seed,
+                **{key: value for key, value in protocol_params.items()
+                   if key in _DRIFT_PARAMS},
+            )
+        elif attack.startswith("drift-"):
             result = run_drift_protocol(
                 estimator, data, kind=attack[len("drift-"):], stream=stream,
                 random_state=seed, n_steps=protocol_params.get("max_steps", 40),
@@ -156,7 +209,9 @@ def _run(benchmark, defence, params, attack, seed, stream, protocol_params, torc
             )
         else:
             result = run_stream_protocol(estimator, data, attack=attack, stream=stream,
-                                         random_state=seed, **protocol_params)
+                                         random_state=seed,
+                                         attack_params=(attack_params or {}).get(attack),
+                                         **protocol_params)
     record = {"benchmark": benchmark, "defence": defence, "attack": attack, "seed": seed,
               "stream": stream}
     for key, value in result.items():
@@ -174,15 +229,55 @@ def _plain(value):
     return value if np.isfinite(value) else None
 
 
-def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0, 1, 2),
-                  *, stream="new", drifts=tuple(DRIFTS), n_jobs=None, torch_threads=1,
-                  progress=True, **protocol_params):
-    """Run every defence on every benchmark and seed.
+def default_drifts(benchmark):
+    """The benign drifts that fit a benchmark.
 
-    Plain training (``ST``) also runs against the uniform-noise stream and
-    the trigger alone, the attack's own baselines. Every defence also runs
-    each benign drift of ``drifts``
-    (:func:`~dsc_sklearn.evaluation.protocol.run_drift_protocol`).
+    Parameters
+    ----------
+    benchmark : str
+        A key of :data:`BENCHMARKS`.
+
+    Returns
+    -------
+    drifts : tuple of str
+        Every kind of :data:`~dsc_sklearn.evaluation.protocol.DRIFTS` for
+        the image and signal benchmarks (digits, MNIST-1D), the generator's
+        own concept drift (:data:`CONCEPT_DRIFT`) for river's drift
+        generators, and none for river's fixed data sets.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.benchmark import default_drifts
+    >>> default_drifts("digits-mlp"), default_drifts("sea-mlp"), default_drifts("phishing-mlp")
+    (('noise', 'brightness', 'translation'), ('concept',), ())
+    """
+    dataset = BENCHMARKS[benchmark][0]
+    if dataset in DRIFT_STREAMS:
+        return (CONCEPT_DRIFT,)
+    if benchmark in STREAM_BENCHMARKS:
+        return ()
+    return tuple(DRIFTS)
+
+
+def _drifts_of(benchmark, drifts):
+    if drifts is None:
+        return default_drifts(benchmark)
+    # The concept drift needs a drift generator.
+    return tuple(kind for kind in drifts
+                 if kind != CONCEPT_DRIFT or BENCHMARKS[benchmark][0] in DRIFT_STREAMS)
+
+
+def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0, 1, 2),
+                  *, attacks=("accumulative",), stream="new", drifts=None, n_jobs=None,
+                  torch_threads=1, progress=True, attack_params=None, **protocol_params):
+    """Run every defence on every benchmark, attack and seed.
+
+    With the accumulative attack among ``attacks``, plain training (``ST``)
+    also runs against the uniform-noise stream and the trigger alone, the
+    attack's own baselines. Every defence also runs each benign drift of
+    ``drifts`` (:func:`~dsc_sklearn.evaluation.protocol.run_drift_protocol`,
+    or :func:`~dsc_sklearn.evaluation.protocol.run_concept_drift_protocol`
+    for ``"concept"``).
 
     Parameters
     ----------
@@ -193,11 +288,16 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
         parameters (ablation variants).
     seeds : sequence of int, default=(0, 1, 2)
         One protocol run per seed (data split, stream, attack, weights).
+    attacks : sequence of str, default=("accumulative",)
+        Named attacks of :data:`~dsc_sklearn.evaluation.protocol.ATTACKS`,
+        each run against every defence.
     stream : {"new", "seen"}, default="new"
         Passed to :func:`~dsc_sklearn.evaluation.protocol.run_stream_protocol`.
-    drifts : sequence of str, default=all of :data:`~dsc_sklearn.evaluation.protocol.DRIFTS`
-        Benign drifts to run; ``()`` runs none. Their records have
-        ``attack="drift-<kind>"``.
+    drifts : sequence of str or None, default=None
+        Benign drifts to run, names of :data:`DRIFT_NAMES`; ``()`` runs
+        none, ``None`` those that fit each benchmark
+        (:func:`default_drifts`). ``"concept"`` runs on river's drift
+        generators only. Their records have ``attack="drift-<kind>"``.
     n_jobs : int, default=None
         Parallel runs through :class:`joblib.Parallel` (``None``: one at a
         time, unless a :func:`joblib.parallel_config` context says
@@ -210,6 +310,10 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
         setting alone.
     progress : bool, default=True
         Show a tqdm progress bar.
+    attack_params : dict, default=None
+        Parameters of the named attacks, by attack name, e.g.
+        ``{"slow": {"horizon": 400}}`` (``attack_params`` of
+        :func:`~dsc_sklearn.evaluation.protocol.run_stream_protocol`).
     **protocol_params : dict
         Further parameters of
         :func:`~dsc_sklearn.evaluation.protocol.run_stream_protocol`.
@@ -225,21 +329,29 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
         make_defence(name, "digits-mlp", params)
     for name in benchmarks:
         make_defence("ST", name)
+    attacks = tuple(attacks)
+    unknown = [attack for attack in attacks if attack not in ATTACKS]
+    unknown += [kind for kind in drifts or () if kind not in DRIFT_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown attacks or drifts {unknown}; attacks are {ATTACKS}, "
+                         f"drifts {DRIFT_NAMES}.")
+    baselines = _ST_BASELINE_ATTACKS if "accumulative" in attacks else ()
     jobs = [
         (benchmark, defence, params, attack, seed)
         for benchmark in benchmarks
         for defence, params in defences.items()
-        for attack in ("accumulative",) + (_ST_BASELINE_ATTACKS if defence == "ST" else ())
+        for attack in attacks + (baselines if defence == "ST" else ())
         for seed in seeds
     ] + [
         (benchmark, defence, params, f"drift-{kind}", seed)
         for benchmark in benchmarks
         for defence, params in defences.items()
-        for kind in drifts
+        for kind in _drifts_of(benchmark, drifts)
         for seed in seeds
     ]
     runs = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_run)(*job, stream, protocol_params, torch_threads) for job in jobs
+        delayed(_run)(*job, stream, protocol_params, torch_threads, attack_params)
+        for job in jobs
     )
     return list(tqdm(runs, total=len(jobs), desc="benchmark", disable=not progress))
 
@@ -286,6 +398,52 @@ def drift_table(records, legend=False):
     table : str
     """
     return drift_results(records).markdown(legend)
+
+
+def adaptive_table(records, legend=False):
+    """Markdown table of what each defence keeps under each attack.
+
+    One row per benchmark, attack and defence: the accuracy after the
+    attack ends (its worst seed too), the clean cost, and the share of the
+    attack's steps the step guard scaled;
+    :data:`~dsc_sklearn.evaluation.report.ADAPTIVE_COLUMNS` explains every
+    column.
+
+    Parameters
+    ----------
+    records : list of dict
+        As returned by :func:`run_benchmark`.
+    legend : bool, default=False
+        Follow the table with one line per column saying what it holds.
+
+    Returns
+    -------
+    table : str
+    """
+    return adaptive_results(records).markdown(legend)
+
+
+def stream_table(records, legend=False):
+    """Markdown table of the river streams: attacks and the generators' own drift.
+
+    One row per benchmark and defence, one column per attack (accuracy
+    after it ends), the clean cost, and what the concept drift cost
+    against plain training; :func:`~dsc_sklearn.evaluation.report.stream_results`
+    explains every column.
+
+    Parameters
+    ----------
+    records : list of dict
+        As returned by :func:`run_benchmark`; records of benchmarks outside
+        :data:`STREAM_BENCHMARKS` are left out.
+    legend : bool, default=False
+        Follow the table with one line per column saying what it holds.
+
+    Returns
+    -------
+    table : str
+    """
+    return stream_results(records, STREAM_BENCHMARKS).markdown(legend)
 
 
 def save_results(records, path):

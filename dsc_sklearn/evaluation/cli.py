@@ -3,8 +3,8 @@
 Importing this module imports nothing heavy (no torch, scikit-learn,
 matplotlib or joblib): ``dsc-sklearn --help`` answers at once, and the
 benchmark's modules are imported when a command runs. The names that
-``--benchmarks``, ``--defences`` and ``--drifts`` accept are checked then,
-and ``dsc-sklearn benchmark --list`` prints them.
+``--benchmarks``, ``--defences``, ``--attacks`` and ``--drifts`` accept are
+checked then, and ``dsc-sklearn benchmark --list`` prints them.
 """
 
 import argparse
@@ -19,6 +19,9 @@ __all__ = ["main"]
 
 _QUICK_SEEDS = 3
 _FULL_SEEDS = 5
+# ``--attacks adaptive``: the accumulative attack and every attack of the
+# "Adaptive attacks" table (protocol.ADAPTIVE_ATTACKS).
+_ADAPTIVE = "adaptive"
 
 
 def _usable_cores():
@@ -61,6 +64,14 @@ def _parser():
         help="defences to run, rows of dsc_sklearn.evaluation.benchmark.DEFENCES "
         "(default: all; the quick set with --quick)")
     bench.add_argument(
+        "--attacks", nargs="+", metavar="NAME", default=None,
+        help="attacks to run against every defence (see --list); 'adaptive' stands for "
+        "the accumulative attack and every adaptive attack and baseline "
+        "(default: accumulative)")
+    bench.add_argument(
+        "--slow-horizon", type=int, default=None, metavar="N",
+        help="poisoned batches of the slow attack (default: the attack's own, 200)")
+    bench.add_argument(
         "--seeds", type=int, default=None, metavar="N",
         help=f"number of seeds, 0 to N-1 (default: {_FULL_SEEDS}; "
         f"{_QUICK_SEEDS} with --quick)")
@@ -78,8 +89,10 @@ def _parser():
         "the CNNs short of their plateau, see docs/ablations.md (default: %(default)s)")
     bench.add_argument(
         "--drifts", nargs="*", metavar="KIND", default=None,
-        help="benign drifts of clean streams to run; --drifts with no value runs none "
-        "(default: all)")
+        help="benign drifts of clean streams to run ('concept': river's generators' own "
+        "drift, on their benchmarks only); --drifts with no value runs none (default: "
+        "those that fit each benchmark: noise, brightness and translation on digits and "
+        "MNIST-1D, concept on river's generators, none on river's fixed data sets)")
     bench.add_argument(
         "--n-jobs", type=int, default=None, metavar="N",
         help="worker processes, each running one run at a time on one torch thread "
@@ -95,6 +108,8 @@ def _parser():
 
 
 def _list(benchmark, drifts):
+    from .report import ATTACK_LEGENDS
+
     def mark(name, quick):
         return f"{'*' if name in quick else ' '} {name}"
 
@@ -104,6 +119,10 @@ def _list(benchmark, drifts):
     lines.append("defences (estimator parameters; * in the quick set):")
     lines += [f"  {mark(name, benchmark.QUICK_DEFENCES):14} {params or '{} (the defaults)'}"
               for name, params in benchmark.DEFENCES.items()]
+    lines.append("attacks (--attacks; 'adaptive' runs the accumulative attack and the "
+                 "last six):")
+    lines += [f"    {name:18} {ATTACK_LEGENDS.get(name, 'a clean stream and trigger')}"
+              for name in benchmark.ATTACKS]
     lines.append("drifts (final level; * in the quick set):")
     lines += [f"  {mark(name, benchmark.QUICK_DRIFTS):14} {level}"
               for name, level in drifts.items()]
@@ -114,13 +133,20 @@ def _list(benchmark, drifts):
 def _plan(args, benchmark, drifts):
     """The runs the options ask for: the quick set or everything, then the options given."""
     quick = args.quick
+    attacks = []
+    for name in args.attacks or ["accumulative"]:
+        attacks += (["accumulative", *benchmark.ADAPTIVE_ATTACKS] if name == _ADAPTIVE
+                    else [name])
+    drifts = args.drifts
+    if drifts is None:  # None: those that fit each benchmark
+        drifts = list(benchmark.QUICK_DRIFTS) if quick else None
     return argparse.Namespace(
         benchmarks=args.benchmarks or list(
             benchmark.QUICK_BENCHMARKS if quick else benchmark.BENCHMARKS),
         defences=args.defences or list(
             benchmark.QUICK_DEFENCES if quick else benchmark.DEFENCES),
-        drifts=list(benchmark.QUICK_DRIFTS if quick else drifts) if args.drifts is None
-        else args.drifts,
+        attacks=list(dict.fromkeys(attacks)),
+        drifts=drifts,
         seeds=args.seeds or (_QUICK_SEEDS if quick else _FULL_SEEDS),
     )
 
@@ -129,14 +155,16 @@ def _usage_errors(args, plan, benchmark, drifts):
     errors = []
     for option, names, choices in (("--benchmarks", plan.benchmarks, benchmark.BENCHMARKS),
                                    ("--defences", plan.defences, benchmark.DEFENCES),
-                                   ("--drifts", plan.drifts, drifts)):
+                                   ("--attacks", plan.attacks, benchmark.ATTACKS),
+                                   ("--drifts", plan.drifts or (), drifts)):
         unknown = [name for name in names if name not in choices]
         if unknown:
             errors.append(f"argument {option}: unknown name(s) "
                           f"{', '.join(map(repr, unknown))}; choose from {', '.join(choices)} "
                           "(see 'dsc-sklearn benchmark --list').")
     for option, value in (("--seeds", args.seeds), ("--n-jobs", args.n_jobs),
-                          ("--max-steps", args.max_steps)):
+                          ("--max-steps", args.max_steps),
+                          ("--slow-horizon", args.slow_horizon)):
         if value is not None and value < 1:
             errors.append(f"argument {option}: must be at least 1; got {value}.")
     return errors
@@ -146,24 +174,35 @@ def _benchmark(args, parser):
     from . import benchmark
     from .protocol import DRIFTS
 
+    drifts = {**DRIFTS, benchmark.CONCEPT_DRIFT: "river's generators' own concept drift"}
     if args.list:
-        return _list(benchmark, DRIFTS)
-    plan = _plan(args, benchmark, DRIFTS)
-    errors = _usage_errors(args, plan, benchmark, DRIFTS)
+        return _list(benchmark, drifts)
+    plan = _plan(args, benchmark, drifts)
+    errors = _usage_errors(args, plan, benchmark, drifts)
     if errors:
         parser.error(" ".join(errors))
     n_jobs = args.n_jobs or _usable_cores()
 
     started = time.perf_counter()
+    options = {}
+    if args.attacks is not None:  # the default run keeps its signature
+        options["attacks"] = tuple(plan.attacks)
+    if args.slow_horizon is not None:
+        options["attack_params"] = {"slow": {"horizon": args.slow_horizon}}
     records = benchmark.run_benchmark(
         plan.benchmarks, plan.defences, tuple(range(plan.seeds)), stream=args.stream,
-        drifts=tuple(plan.drifts), n_jobs=n_jobs, torch_threads=1,
-        max_steps=args.max_steps, burn_in_epochs=args.burn_in_epochs,
+        drifts=None if plan.drifts is None else tuple(plan.drifts), n_jobs=n_jobs,
+        torch_threads=1, max_steps=args.max_steps, burn_in_epochs=args.burn_in_epochs,
+        **options,
     )
     wall_time = time.perf_counter() - started
     table = "## Accumulative poisoning\n\n" + benchmark.results_table(records)
-    if plan.drifts:
+    if any(r["attack"].startswith("drift-") for r in records):
         table += "\n## Benign drift (clean streams)\n\n" + benchmark.drift_table(records)
+    if len(set(plan.attacks)) > 1:
+        table += "\n## Adaptive attacks\n\n" + benchmark.adaptive_table(records)
+    if set(plan.benchmarks) & set(benchmark.STREAM_BENCHMARKS):
+        table += "\n## Real streams\n\n" + benchmark.stream_table(records)
     print(table)
     print(f"{len(records)} runs in {wall_time:.1f} s on {n_jobs} worker(s), one torch "
           "thread each; mean ± standard deviation over seeds, accuracies in %.")
@@ -172,14 +211,16 @@ def _benchmark(args, parser):
               "report.html (every column explained) and the plots.")
         return 0
     _write(args, records, wall_time, dict(
-        benchmarks=plan.benchmarks, defences=plan.defences, seeds=plan.seeds,
-        stream=args.stream, **{"max steps": args.max_steps,
-                               "burn-in epochs": args.burn_in_epochs},
-        drifts=plan.drifts or "none", workers=f"{n_jobs}, one torch thread each"))
+        benchmarks=plan.benchmarks, defences=plan.defences, attacks=plan.attacks,
+        seeds=plan.seeds, stream=args.stream,
+        **{"max steps": args.max_steps, "burn-in epochs": args.burn_in_epochs},
+        drifts="those that fit each benchmark" if plan.drifts is None
+        else plan.drifts or "none", workers=f"{n_jobs}, one torch thread each"),
+        benchmark.STREAM_BENCHMARKS)
     return 0
 
 
-def _write(args, records, wall_time, settings):
+def _write(args, records, wall_time, settings, stream_benchmarks=()):
     from .benchmark import save_results
     from .report import write_report
 
@@ -192,7 +233,8 @@ def _write(args, records, wall_time, settings):
         figures = plot_benchmark(records, args.output)
     command = shlex.join(["dsc-sklearn", *args.argv])
     paths = write_report(records, args.output, command=command, settings=settings,
-                         figures=figures, wall_time=wall_time)
+                         figures=figures, wall_time=wall_time,
+                         stream_benchmarks=stream_benchmarks)
     for path in [args.output / "results.json", *paths, *figures]:
         print(f"wrote {path}")
 

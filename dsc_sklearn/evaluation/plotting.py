@@ -18,10 +18,12 @@ import numpy as np
 __all__ = [
     "FIGURE_CAPTIONS",
     "plot_accuracy_curves",
+    "plot_attack_curves",
     "plot_benchmark",
     "plot_discrepancy",
     "plot_discrepancy_by_defence",
     "plot_drift",
+    "plot_prequential",
     "plot_tradeoff",
 ]
 
@@ -52,6 +54,19 @@ FIGURE_CAPTIONS = {
         "accuracy the defence costs against plain training on the drifted test "
         "set, and how many clean samples it flags. Error bars: 1 s.d. over seeds."
     ),
+    "attacks": (
+        "Test accuracy along the stream under each attack, one panel per attack, "
+        "as in the accuracy_stream figure: a line is the mean over the seeds still "
+        "streaming, its band one standard deviation; the markers right of the "
+        "dotted line are the accuracy after the attack's last batch (the trigger, "
+        "or the last of several trigger batches)."
+    ),
+    "prequential": (
+        "River's concept drift, fed in order, nothing poisoned: the share of each "
+        "batch predicted right just before it is trained on (prequential "
+        "accuracy), mean over seeds with a band of one standard deviation. The "
+        "shaded span is the drift, from 5 % to 95 % of its progress."
+    ),
 }
 
 _LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
@@ -73,8 +88,8 @@ def _pyplot():
     return plt
 
 
-def _attacked(records, benchmark):
-    return [r for r in records if r["attack"] == "accumulative" and r["benchmark"] == benchmark]
+def _attacked(records, benchmark, attack="accumulative"):
+    return [r for r in records if r["attack"] == attack and r["benchmark"] == benchmark]
 
 
 def _defences(runs):
@@ -105,7 +120,7 @@ def _mean_std(values, scale=100.0):
     return float(np.nanmean(values)), float(np.nanstd(values))
 
 
-def plot_accuracy_curves(records, benchmark, ax=None):
+def plot_accuracy_curves(records, benchmark, ax=None, attack="accumulative"):
     """Test accuracy along the attacked stream and after the trigger, per defence.
 
     For each defence, the line is the mean test accuracy over seeds after
@@ -126,6 +141,10 @@ def plot_accuracy_curves(records, benchmark, ax=None):
         Which benchmark to draw.
     ax : matplotlib Axes, default=None
         Where to draw; ``None`` makes a new figure.
+    attack : str, default="accumulative"
+        Whose runs to draw. With several trigger batches
+        (``n_trigger_batches``), the markers are the accuracy after the
+        last one.
 
     Returns
     -------
@@ -144,9 +163,9 @@ def plot_accuracy_curves(records, benchmark, ax=None):
     ('test accuracy (%)', ['ST'])
     """
     ax = _axes(ax, (8, 4.5))
-    runs = _attacked(records, benchmark)
+    runs = _attacked(records, benchmark, attack)
     defences = _defences(runs)
-    curves = {d: [100 * np.array([r["accuracy_burn_in"]] + r["accuracy_curve"][:-1])
+    curves = {d: [100 * np.array([r["accuracy_burn_in"]] + _stream_part(r))
                   for r in runs if r["defence"] == d] for d in defences}
     n_batches = max((len(c) for cs in curves.values() for c in cs), default=1)
     # The trigger's markers share a strip right of the stream, one slot each.
@@ -181,10 +200,128 @@ def plot_accuracy_curves(records, benchmark, ax=None):
     ax.set_xlim(-0.5, n_batches + 0.5 + strip)
     ax.set_xlabel("poisoned batches fed (0: the attack starts, after burn-in)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{benchmark}: accuracy along the attacked stream")
+    ax.set_title(f"{benchmark}: accuracy along the attacked stream"
+                 + ("" if attack == "accumulative" else f" ({attack})"))
     seeds = "/".join(str(n) for n in sorted(n_seeds)) or "0"
     ax.legend(title=f"mean ± 1 s.d.\n{seeds} seeds", fontsize="small",
               title_fontsize="small", **_OUTSIDE)
+    return ax
+
+
+def _stream_part(record):
+    """The accuracy curve before the trigger batch(es)."""
+    n_trigger = int(record.get("n_trigger_batches") or 1)
+    return list(record["accuracy_curve"][:-n_trigger])
+
+
+def _plotted_attacks(records, benchmark):
+    """The attacks of ``benchmark``'s runs, but the ST-only baselines, in order."""
+    return [a for a in dict.fromkeys(r["attack"] for r in records if r["benchmark"] == benchmark)
+            if not a.startswith("drift-") and a not in ("noise", "trigger_only")]
+
+
+def plot_attack_curves(records, benchmark, attacks=None):
+    """:func:`plot_accuracy_curves` under each attack, one panel per attack.
+
+    Parameters
+    ----------
+    records : list of dict
+    benchmark : str
+    attacks : sequence of str, default=None
+        The attacks to draw; ``None`` draws every attack of the records on
+        ``benchmark`` but the ST-only baselines (``noise``, ``trigger_only``).
+
+    Returns
+    -------
+    fig : matplotlib Figure
+        One panel per attack, on a common accuracy axis, each with its
+        legend.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.plotting import plot_attack_curves
+    >>> records = [{"benchmark": "b", "defence": "ST", "attack": attack,
+    ...             "accuracy_burn_in": 0.9, "accuracy_curve": [0.8, 0.6, 0.5],
+    ...             "accuracy_trigger": 0.5, "n_trigger_batches": k}
+    ...            for attack, k in (("accumulative", 1), ("multi_trigger", 2))]
+    >>> fig = plot_attack_curves(records, "b")
+    >>> [ax.get_title() for ax in fig.axes]
+    ['accumulative', 'multi_trigger']
+    """
+    plt = _pyplot()
+    attacks = _plotted_attacks(records, benchmark) if attacks is None else list(attacks)
+    n_cols = min(2, max(len(attacks), 1))
+    n_rows = -(-max(len(attacks), 1) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(8.5 * n_cols, 4.0 * n_rows),
+                             sharey=True, squeeze=False)
+    for ax, attack in zip(axes.flat, attacks):
+        plot_accuracy_curves(records, benchmark, ax=ax, attack=attack)
+        ax.set_title(attack)
+    for ax in axes.flat[len(attacks):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{benchmark}: test accuracy along the stream under each attack")
+    fig.tight_layout()
+    return fig
+
+
+def plot_prequential(records, benchmark, ax=None):
+    """Prequential accuracy along river's concept drift, per defence and plain training.
+
+    Parameters
+    ----------
+    records : list of dict
+        Records of ``drift-concept`` runs
+        (:func:`~dsc_sklearn.evaluation.protocol.run_concept_drift_protocol`).
+    benchmark : str
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        One line per defence (mean over seeds, a band of 1 s.d.), the plain
+        twin of the first defence's runs dashed in grey, the drift's span
+        shaded.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.plotting import plot_prequential
+    >>> record = {"benchmark": "sea-mlp", "defence": "ST", "attack": "drift-concept",
+    ...           "prequential_curve": [0.9, 0.7, 0.8], "prequential_curve_plain":
+    ...           [0.9, 0.7, 0.8], "drift_curve": [0.0, 0.5, 1.0]}
+    >>> ax = plot_prequential([record], "sea-mlp")
+    >>> [t.get_text() for t in ax.get_legend().get_texts()]
+    ['ST', 'plain training (twin)']
+    """
+    ax = _axes(ax, (8, 4.5))
+    runs = [r for r in records if r["benchmark"] == benchmark
+            and r["attack"] == "drift-concept"]
+    defences = _defences(runs)
+
+    def band(curves, **style):
+        curves = 100 * np.array([c for c in curves], dtype=float)
+        mean, std = curves.mean(axis=0), curves.std(axis=0)
+        x = np.arange(1, curves.shape[1] + 1)
+        ax.plot(x, mean, **style)
+        ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.12,
+                        linewidth=0)
+
+    for index, defence in enumerate(defences):
+        style = _style(index)
+        band([r["prequential_curve"] for r in runs if r["defence"] == defence],
+             color=style["color"], linestyle=style["linestyle"],
+             linewidth=style["linewidth"], label=defence)
+    if runs:
+        band([r["prequential_curve_plain"] for r in runs if r["defence"] == defences[0]],
+             color="grey", linestyle="--", linewidth=1.0, label="plain training (twin)")
+        progress = np.mean([r["drift_curve"] for r in runs], axis=0)
+        inside = np.flatnonzero((progress > 0.05) & (progress < 0.95)) + 1
+        if inside.size:
+            ax.axvspan(inside[0] - 0.5, inside[-1] + 0.5, color="grey", alpha=0.12,
+                       linewidth=0, gid="drift")
+    ax.set_xlabel("batch of the drifting stream (fed in order)")
+    ax.set_ylabel("prequential accuracy (%)")
+    ax.set_title(f"{benchmark}: accuracy along the concept drift")
+    ax.legend(title="mean ± 1 s.d.", fontsize="small", title_fontsize="small", **_OUTSIDE)
     return ax
 
 
@@ -466,7 +603,11 @@ def plot_benchmark(records, output_dir):
     ``<benchmark>_discrepancy.png`` (:func:`plot_discrepancy_by_defence`),
     ``<benchmark>_tradeoff.png`` (:func:`plot_tradeoff`) and, when the
     records hold benign-drift runs, ``<benchmark>_drift.png``
-    (:func:`plot_drift`); :data:`FIGURE_CAPTIONS` describes them.
+    (:func:`plot_drift`); with more than one attack,
+    ``<benchmark>_attacks.png`` (:func:`plot_attack_curves`); with river's
+    concept drift, ``<benchmark>_prequential.png``
+    (:func:`plot_prequential`). The first three need accumulative runs.
+    :data:`FIGURE_CAPTIONS` describes them.
 
     Parameters
     ----------
@@ -482,14 +623,20 @@ def plot_benchmark(records, output_dir):
     output_dir = Path(output_dir)
     paths = []
     for benchmark in dict.fromkeys(r["benchmark"] for r in records):
-        figures = {
-            "accuracy_stream": plot_accuracy_curves(records, benchmark).figure,
-            "discrepancy": plot_discrepancy_by_defence(records, benchmark),
-            "tradeoff": plot_tradeoff(records, benchmark).figure,
-        }
-        if any(r["benchmark"] == benchmark and r["attack"].startswith("drift-")
-               for r in records):
+        figures = {}
+        if _attacked(records, benchmark):
+            figures = {
+                "accuracy_stream": plot_accuracy_curves(records, benchmark).figure,
+                "discrepancy": plot_discrepancy_by_defence(records, benchmark),
+                "tradeoff": plot_tradeoff(records, benchmark).figure,
+            }
+        kinds = {r["attack"] for r in records if r["benchmark"] == benchmark}
+        if any(kind.startswith("drift-") and kind != "drift-concept" for kind in kinds):
             figures["drift"] = _drift_figure(records, benchmark)
+        if len(_plotted_attacks(records, benchmark)) > 1:
+            figures["attacks"] = plot_attack_curves(records, benchmark)
+        if "drift-concept" in kinds:
+            figures["prequential"] = plot_prequential(records, benchmark).figure
         for kind, fig in figures.items():
             path = output_dir / f"{benchmark}_{kind}.png"
             fig.savefig(path, dpi=110, bbox_inches="tight")

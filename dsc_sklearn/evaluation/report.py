@@ -36,13 +36,17 @@ from typing import Callable
 import numpy as np
 
 __all__ = [
+    "ADAPTIVE_COLUMNS",
     "ATTACK_COLUMNS",
+    "ATTACK_LEGENDS",
     "DRIFT_COLUMNS",
     "Column",
     "Table",
+    "adaptive_results",
     "attack_results",
     "drift_results",
     "environment",
+    "stream_results",
     "usable_cores",
     "write_report",
 ]
@@ -113,22 +117,52 @@ _SEEDS = Column("seeds", "Runs in the row, one per seed. Every other number is t
                 "± standard deviation over these runs.", lambda runs: str(len(runs)))
 _BENCHMARK = _label("benchmark", "The data set and model (`BENCHMARKS`): digits-mlp is "
                     "scikit-learn's 8×8 digits with an MLP 64-128-128-10, digits-cnn the same "
-                    "data with a small CNN, mnist1d-cnn MNIST-1D with a 1-D CNN.", "benchmark")
+                    "data with a small CNN, mnist1d-cnn MNIST-1D with a 1-D CNN; the other "
+                    "-mlp rows are river's streams (its bundled real data sets, and the "
+                    "concept before the drift of its drift generators), standardised, with "
+                    "the same MLP.", "benchmark")
 _DEFENCE = _label("defence", "A row of `DEFENCES`, the estimator parameters of a defence. ST "
                   "is plain training, GC gradient clipping, DSC-default the library's "
                   "defaults, DSC-paper the paper's recipe.", "defence")
 _TIME = _stat("time (s)", "Wall time of one run, on one worker with one torch thread.",
               "wall_time", 1.0)
 
+#: What each named attack does, for the legends.
+ATTACK_LEGENDS = {
+    "accumulative": "the attack of Pang et al. (2021): every stream batch poisoned "
+                    "(L∞ 0.2), then a poisoned trigger batch re-crafted on the model reached",
+    "noise": "uniform noise of the same budget on every batch and a clean trigger "
+             "(ST only, a baseline of the attack)",
+    "trigger_only": "a clean stream and the poisoned trigger (ST only, a baseline of the "
+                    "attack)",
+    "guard_aware": "the accumulative attack keeping every poisoned step under the step "
+                   "guard's bound: the attacker simulates the guard on its own probe and "
+                   "window and shrinks the perturbation until the step passes unscaled; the "
+                   "trigger is the one that hurts most after the guard's pull-back",
+    "multi_trigger": "guard_aware with the trigger split over 4 consecutive batches, each "
+                     "crafted on the model the previous one left",
+    "slow": "the accumulative attack with a small budget (L∞ 0.1) over a long horizon "
+            "(200 poisoned batches)",
+    "discrepancy_aware": "the accumulative attack keeping each poisoned row (the batch mean "
+                         "for a batch gate) under DSC's threshold on the memorization "
+                         "discrepancy against the snapshot buffer",
+    "label_flip": "30 % of each batch's labels flipped to another class at random, a clean "
+                  "last batch (no planning)",
+    "gradient_ascent": "every batch, the last one included, perturbed (L∞ 0.2) to raise the "
+                       "validation loss after the victim's simulated step on it (no planning)",
+}
+
+
+def _attack_legend(head):
+    return head + " " + " ".join(f"{name}: {text}." for name, text in ATTACK_LEGENDS.items())
+
+
 #: The columns of the accumulative-poisoning table, in order.
 ATTACK_COLUMNS = (
     _BENCHMARK,
     _DEFENCE,
-    _label("attack", "accumulative: the attack of Pang et al. (2021), every stream batch "
-           "poisoned, then a poisoned trigger batch. noise: uniform noise of the same "
-           "budget on every batch and a clean trigger. trigger_only: a clean stream and "
-           "the poisoned trigger. The last two run against ST only, as baselines of the "
-           "attack.", "attack"),
+    _label("attack", _attack_legend("The attack (`dsc_sklearn.evaluation.protocol.ATTACKS`)."),
+           "attack"),
     _SEEDS,
     _stat("after burn-in (%)", "Test accuracy when the attack starts: after the burn-in "
           "(plain training, the same for every defence) and the warm-up batches, which "
@@ -142,9 +176,9 @@ ATTACK_COLUMNS = (
           "the attack's start, fed the same batches and trigger batch without poison.",
           "accuracy_clean"),
     _stat("clean cost (pt)", "Plain training's (ST's) mean clean-stream accuracy on this "
-          "benchmark minus this row's, in percentage points: what the defence costs when "
-          "nothing is wrong. Positive: it costs accuracy. n/a without ST runs.",
-          "clean_cost", 1.0),
+          "benchmark and attack (the same horizon) minus this row's, in percentage points: "
+          "what the defence costs when nothing is wrong. Positive: it costs accuracy. n/a "
+          "without ST runs.", "clean_cost", 1.0),
     _stat("steps (batches)", "Poisoned batches fed before the attacker's stealth stop "
           "(test accuracy more than 5 pt below its value when the attack started) or the "
           "step limit (`--max-steps`).", "n_accumulative_steps", 1.0),
@@ -185,6 +219,44 @@ DRIFT_COLUMNS = (
           "accuracy_gap", bold=True),
     _stat("flagged (%)", "Share of the drifting stream's samples that the defence flagged. "
           "Nothing is poisoned, so every flag is a false alarm.", "flagged_fraction_drift"),
+    _TIME,
+)
+
+
+def _worst(key):
+    def cell(runs):
+        values = [r.get(key) for r in runs if r.get(key) is not None]
+        return f"{100 * min(values):.1f}" if values else "n/a"
+    return cell
+
+
+_SCALED_ATTACK = _stat(
+    "steps scaled (%)", "Share of the attack's optimizer steps (poisoned batches and "
+    "trigger batches) that the step guard pulled back; n/a without a guard.",
+    "scaled_fraction_attack")
+
+#: The columns of the adaptive-attacks table, in order.
+ADAPTIVE_COLUMNS = (
+    _BENCHMARK,
+    _label("attack", _attack_legend("The attack (`dsc_sklearn.evaluation.protocol.ATTACKS`)."),
+           "attack"),
+    _DEFENCE,
+    _SEEDS,
+    _stat("attack starts (%)", "Test accuracy when the attack starts (after burn-in and the "
+          "warm-up batches through the defence).", "accuracy_burn_in"),
+    _stat("after attack (%)", "Test accuracy after the attack's last batch (the trigger, "
+          "or the last of its trigger batches): the headline, higher is better.",
+          "accuracy_trigger", bold=True),
+    Column("worst seed (%)", "The lowest accuracy after the attack over the seeds.",
+           _worst("accuracy_trigger")),
+    ATTACK_COLUMNS[8],  # clean cost
+    _SCALED_ATTACK,
+    _stat("trigger scale", "The scale the step guard kept for the trigger's step (1: "
+          "unscaled, 0: refused; the mean over the trigger batches); n/a without a guard.",
+          "trigger_scale", 1.0, 2),
+    _stat("poisoned batches", "Batches poisoned before the attacker's stealth stop or its "
+          "horizon.", "n_accumulative_steps", 1.0),
+    ATTACK_COLUMNS[11],  # flagged poison
     _TIME,
 )
 
@@ -258,8 +330,28 @@ def _groups(records):
     return groups
 
 
+def _with_clean_cost(records):
+    """The attack runs, each with its ``clean_cost`` against ST's clean twin.
+
+    ST's runs of the same benchmark and attack (the same horizon) are the
+    reference, else its accumulative runs; ``None`` without either.
+    """
+    runs = [r for r in records if not r["attack"].startswith("drift-")]
+    baselines = {}
+    for (benchmark, defence, attack), group in _groups(runs).items():
+        if defence == "ST":
+            baselines[benchmark, attack] = np.mean([r["accuracy_clean"] for r in group])
+
+    def cost(record):
+        key = (record["benchmark"], record["attack"])
+        baseline = baselines.get(key, baselines.get((record["benchmark"], "accumulative")))
+        return None if baseline is None else 100 * (baseline - record["accuracy_clean"])
+
+    return [dict(r, clean_cost=cost(r)) for r in runs]
+
+
 def attack_results(records):
-    """The accumulative-poisoning runs aggregated over seeds.
+    """The attack runs aggregated over seeds.
 
     Parameters
     ----------
@@ -272,14 +364,135 @@ def attack_results(records):
     table : Table
         One row per benchmark, defence and attack; :data:`ATTACK_COLUMNS`.
     """
-    runs = [r for r in records if not r["attack"].startswith("drift-")]
-    baselines = {}
-    for (benchmark, defence, attack), group in _groups(runs).items():
-        if defence == "ST" and attack == "accumulative":
-            baselines[benchmark] = np.mean([r["accuracy_clean"] for r in group])
-    runs = [dict(r, clean_cost=None if r["benchmark"] not in baselines
-                 else 100 * (baselines[r["benchmark"]] - r["accuracy_clean"])) for r in runs]
-    return _table("Accumulative poisoning", ATTACK_COLUMNS, _groups(runs))
+    return _table("Accumulative poisoning", ATTACK_COLUMNS, _groups(_with_clean_cost(records)))
+
+
+def adaptive_results(records):
+    """What each defence keeps under each attack, aggregated over seeds.
+
+    Parameters
+    ----------
+    records : list of dict
+        As returned by :func:`~dsc_sklearn.evaluation.benchmark.run_benchmark`;
+        benign-drift records and the ST-only baselines (``noise``,
+        ``trigger_only``) are left out.
+
+    Returns
+    -------
+    table : Table
+        One row per benchmark, attack and defence (grouped by attack);
+        :data:`ADAPTIVE_COLUMNS`.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.report import adaptive_results
+    >>> records = [{"benchmark": "b", "defence": d, "attack": "guard_aware", "seed": 0,
+    ...             "accuracy_burn_in": 0.9, "accuracy_trigger": t, "accuracy_clean": 0.95,
+    ...             "scaled_fraction_attack": f}
+    ...            for d, t, f in (("ST", 0.5, None), ("DSC-default", 0.8, 0.25))]
+    >>> [row[2:8] + row[8:9] for row in adaptive_results(records).rows]
+    [['ST', '1', '90.0 ± 0.0', '**50.0 ± 0.0**', '50.0', '0.0 ± 0.0', 'n/a'], \
+['DSC-default', '1', '90.0 ± 0.0', '**80.0 ± 0.0**', '80.0', '0.0 ± 0.0', '25.0 ± 0.0']]
+    """
+    runs = [r for r in _with_clean_cost(records)
+            if r["attack"] not in ("noise", "trigger_only")]
+    groups = _groups(runs)  # keyed (benchmark, defence, attack), in the records' order
+    benchmarks = list(dict.fromkeys(benchmark for benchmark, _, _ in groups))
+    attacks = list(dict.fromkeys(attack for _, _, attack in groups))
+    keys = sorted(groups, key=lambda key: (benchmarks.index(key[0]),
+                                           attacks.index(key[2])))  # stable
+    return _table("Adaptive attacks", ADAPTIVE_COLUMNS, {key: groups[key] for key in keys})
+
+
+def _of_attack(runs, attack):
+    return [r for r in runs if r["attack"] == attack]
+
+
+def stream_results(records, benchmarks=None):
+    """River's streams: each attack and the generators' own drift, per defence.
+
+    Parameters
+    ----------
+    records : list of dict
+        As returned by :func:`~dsc_sklearn.evaluation.benchmark.run_benchmark`.
+    benchmarks : sequence of str, default=None
+        The benchmarks to show (``STREAM_BENCHMARKS``); ``None`` shows all.
+
+    Returns
+    -------
+    table : Table
+        One row per benchmark and defence. Columns: the seeds, the accuracy
+        after each attack in the records (one column each), the clean cost
+        and the share of clean steps the guard scaled (from the first
+        attack's clean twin), and, where the generators' own concept drift
+        ran (``drift-concept``), the accuracy after it, its gap to plain
+        training, the prequential accuracy and its gap, and the share of
+        the drifting stream's steps the guard scaled.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.report import stream_results
+    >>> records = [{"benchmark": "sea-mlp", "defence": "ST", "attack": "accumulative",
+    ...             "seed": 0, "accuracy_trigger": 0.6, "accuracy_clean": 0.9},
+    ...            {"benchmark": "sea-mlp", "defence": "ST", "attack": "drift-concept",
+    ...             "seed": 0, "accuracy_drift": 0.8, "accuracy_gap": 0.0,
+    ...             "prequential_accuracy": 0.85, "prequential_gap": 0.0}]
+    >>> table = stream_results(records)
+    >>> [c.header for c in table.columns][:6]
+    ['benchmark', 'defence', 'seeds', 'after accumulative (%)', 'clean cost (pt)', \
+'clean steps scaled (%)']
+    >>> table.rows[0][3], table.rows[0][7]
+    ('60.0 ± 0.0', '**0.0 ± 0.0**')
+    """
+    runs = [r for r in records if benchmarks is None or r["benchmark"] in benchmarks]
+    attacks = [a for a in dict.fromkeys(r["attack"] for r in runs)
+               if not a.startswith("drift-") and a not in ("noise", "trigger_only")]
+    costs = {id(r): r for r in _with_clean_cost(runs)}
+    first = attacks[0] if attacks else None
+
+    def on(attack, column):
+        return Column(column.header, column.legend,
+                      lambda group: column.cell(_of_attack(group, attack)), column.bold)
+
+    columns = [_BENCHMARK, _DEFENCE,
+               Column("seeds", "Seeds of the row's runs; every other number is the mean ± "
+                      "standard deviation over them.",
+                      lambda group: str(len({r["seed"] for r in group})))]
+    columns += [on(attack, _stat(f"after {attack} (%)", f"Test accuracy after the {attack} "
+                                 "attack's last batch.", "accuracy_trigger"))
+                for attack in attacks]
+    if first is not None:
+        cost = ATTACK_COLUMNS[8]
+        columns.append(Column(cost.header, cost.legend + f" From the {first} runs.",
+                              lambda group: cost.cell(
+                                  [costs.get(id(r), r) for r in _of_attack(group, first)])))
+        columns.append(on(first, _stat(
+            "clean steps scaled (%)", "Share of the clean twin's steps (the same stream "
+            "unpoisoned) that the step guard pulled back: false alarms; n/a without a "
+            "guard.", "scaled_fraction_clean")))
+    if any(r["attack"] == "drift-concept" for r in runs):
+        drift = "drift-concept"
+        columns += [
+            on(drift, _stat("after drift (%)", "Test accuracy on the concept after the "
+                            "drift, at the end of the drifting stream (river's generator "
+                            "drifts on its own; nothing is poisoned).", "accuracy_drift")),
+            on(drift, _stat("drift gap (pt)", "Plain training's accuracy after the drift "
+                            "minus the defence's, in points: positive means the defence "
+                            "costs accuracy when the world really changes.", "accuracy_gap",
+                            bold=True)),
+            on(drift, _stat("prequential (%)", "Share of the drifting stream's rows "
+                            "predicted right just before being trained on (test, then "
+                            "train).", "prequential_accuracy")),
+            on(drift, _stat("prequential gap (pt)", "Plain training's prequential accuracy "
+                            "minus the defence's, in points.", "prequential_gap")),
+            on(drift, _stat("drift steps scaled (%)", "Share of the drifting stream's steps "
+                            "the step guard pulled back (all false alarms); n/a without a "
+                            "guard.", "scaled_fraction_drift")),
+        ]
+    groups = {}
+    for record in runs:
+        groups.setdefault((record["benchmark"], record["defence"]), []).append(record)
+    return _table("Real streams", tuple(columns), groups)
 
 
 def drift_results(records):
@@ -428,7 +641,8 @@ def _html(facts, tables, figures):
     return "\n".join(parts)
 
 
-def write_report(records, output_dir, *, command, settings=None, figures=(), wall_time=None):
+def write_report(records, output_dir, *, command, settings=None, figures=(), wall_time=None,
+                 stream_benchmarks=()):
     """Write ``results.md`` and a self-contained ``report.html``.
 
     Both hold the command line, the date, the versions and the machine,
@@ -452,6 +666,11 @@ def write_report(records, output_dir, *, command, settings=None, figures=(), wal
         :func:`~dsc_sklearn.evaluation.plotting.plot_benchmark`.
     wall_time : float, default=None
         Seconds the whole benchmark took.
+    stream_benchmarks : sequence of str, default=()
+        Benchmarks of the "Real streams" table (``STREAM_BENCHMARKS``); it
+        is written when the records hold any of them. The "Adaptive
+        attacks" table is written when they hold more than one attack
+        besides the ST-only baselines.
 
     Returns
     -------
@@ -463,6 +682,11 @@ def write_report(records, output_dir, *, command, settings=None, figures=(), wal
     tables = [attack_results(records)]
     if any(r["attack"].startswith("drift-") for r in records):
         tables.append(drift_results(records))
+    attacks = {r["attack"] for r in records if not r["attack"].startswith("drift-")}
+    if len(attacks - {"noise", "trigger_only"}) > 1:
+        tables.append(adaptive_results(records))
+    if any(r["benchmark"] in stream_benchmarks for r in records):
+        tables.append(stream_results(records, stream_benchmarks))
     markdown, page = output_dir / "results.md", output_dir / "report.html"
     markdown.write_text(_markdown(facts, tables, figures), encoding="utf-8")
     page.write_text(_html(facts, tables, figures), encoding="utf-8")

@@ -12,10 +12,12 @@ from dsc_sklearn.evaluation.plotting import (  # noqa: E402
     FIGURE_CAPTIONS,
     _pyplot,
     plot_accuracy_curves,
+    plot_attack_curves,
     plot_benchmark,
     plot_discrepancy,
     plot_discrepancy_by_defence,
     plot_drift,
+    plot_prequential,
     plot_tradeoff,
 )
 
@@ -201,4 +203,50 @@ def test_plot_benchmark_writes_each_figure_with_a_caption(records, tmp_path):
         [f"{b}_{kind}.png" for b in ("digits-mlp", "digits-cnn")
          for kind in ("accuracy_stream", "discrepancy", "tradeoff")] + ["digits-mlp_drift.png"])
     assert all(p.stat().st_size > 1000 for p in paths)
-    assert set(FIGURE_CAPTIONS) == {"accuracy_stream", "discrepancy", "tradeoff", "drift"}
+    assert set(FIGURE_CAPTIONS) == {"accuracy_stream", "discrepancy", "tradeoff", "drift",
+                                    "attacks", "prequential"}
+
+
+def _concept(defence, seed, shift):
+    curve = [0.9, 0.9, 0.6 + shift, 0.7 + shift, 0.8]
+    return {"benchmark": "sea-mlp", "defence": defence, "attack": "drift-concept",
+            "seed": seed, "prequential_curve": curve,
+            "prequential_curve_plain": [0.9, 0.9, 0.6, 0.7, 0.8],
+            "drift_curve": [0.0, 0.02, 0.5, 0.98, 1.0], "accuracy_gap": 0.0}
+
+
+def test_attack_curves_one_panel_per_attack_and_the_multi_batch_trigger(records, plt):
+    records = records + [
+        dict(_record(d, 0, clean=0.9, trigger=0.5, attack="multi_trigger",
+                     curve=(0.85, 0.8, 0.7, 0.6)), n_trigger_batches=2)
+        for d in ("ST", "GC")]
+    fig = plot_attack_curves(records, "digits-mlp")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["accumulative", "multi_trigger"]  # not the noise baseline
+    multi = fig.axes[1]
+    # Five entries, the last two after trigger batches: the line is the attack's
+    # start and the three stream batches.
+    assert len(multi.get_lines()[0].get_xdata()) == 4
+    assert [t.get_text() for t in multi.get_legend().get_texts()] == ["ST", "GC"]
+    plt.close(fig)
+
+
+def test_prequential_plot_marks_the_drift_and_the_plain_twin(plt):
+    records = [_concept("ST", 0, 0.0), _concept("DSC-default", 0, 0.1),
+               _concept("DSC-default", 1, 0.0)]
+    ax = plot_prequential(records, "sea-mlp")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "ST", "DSC-default", "plain training (twin)"]
+    assert ax.get_ylabel() == "prequential accuracy (%)"
+    span, = [p for p in ax.patches if p.get_gid() == "drift"]
+    assert span.get_x() == pytest.approx(2.5)  # batches 3 and 4 are inside the drift
+    plt.close(ax.figure)
+
+
+def test_plot_benchmark_writes_the_new_figures(records, tmp_path):
+    records = records + [
+        _record("ST", 0, clean=0.9, trigger=0.5, attack="guard_aware"),
+        _concept("ST", 0, 0.0)]
+    names = {p.name for p in plot_benchmark(records, tmp_path)}
+    assert {"digits-mlp_attacks.png", "sea-mlp_prequential.png"} <= names
+    assert "sea-mlp_accuracy_stream.png" not in names  # no attack ran there
