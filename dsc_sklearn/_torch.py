@@ -12,7 +12,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["call_with_state", "cast_floating", "constant", "eval_mode", "set_mode"]
+__all__ = ["call_with_state", "cast_floating", "constant", "eval_mode", "set_mode",
+           "to_device"]
+
+_as_tensor = torch.as_tensor  # to_device's own, which tests can tell from other calls
 
 
 @functools.lru_cache(maxsize=128)
@@ -36,6 +39,29 @@ def constant(device, values, dtype):
     True
     """
     return torch.tensor(values, dtype=dtype, device=device)
+
+
+def to_device(data, device, dtype=None):
+    """Host data (an array, a list) as a tensor on ``device``, without waiting for it.
+
+    ``torch.as_tensor(data, device=device)`` onto a CUDA device copies from
+    pageable memory and synchronises the host with the device. Here the
+    data are staged in page-locked memory and copied asynchronously, in
+    stream order, so the tensor is ready for every kernel queued after it;
+    torch's caching host allocator keeps the staging buffer until the copy
+    is done. On other devices this is ``torch.as_tensor``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsc_sklearn._torch import to_device
+    >>> to_device(np.arange(3), "cpu")
+    tensor([0, 1, 2])
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return _as_tensor(data, dtype=dtype, device=device)
+    return _as_tensor(data, dtype=dtype).pin_memory().to(device, non_blocking=True)
 
 
 def cast_floating(state, dtype):

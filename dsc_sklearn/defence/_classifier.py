@@ -18,7 +18,7 @@ from sklearn.utils.multiclass import (
 )
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._torch import eval_mode
+from .._torch import eval_mode, to_device
 from ._net import LOG_FIELDS, DiscrepancyAwareNet
 from ._params import DEFENCE_PARAMETERS, PARAMETERS, estimator_init
 from ._persistence import estimator_state, load_estimator_state, read_checkpoint
@@ -446,8 +446,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             self._initialize(X)
         else:
             self.net_.configure(**self._live_params())
-        Xt = torch.as_tensor(X, device=self.device_)
-        yt = torch.as_tensor(y_encoded, device=self.device_)
+        # Without waiting for the device (CUDA): the call's one wait is the log's copy back.
+        Xt, yt = to_device(X, self.device_), to_device(y_encoded, self.device_)
         self._train_pass(Xt, yt, X, y)
 
     def _train_pass(self, Xt, yt, X, y):

@@ -9,7 +9,7 @@ import torch
 from skorch import NeuralNet, NeuralNetClassifier
 from torch import nn
 
-from .._torch import call_with_state, cast_floating, constant, eval_mode, set_mode
+from .._torch import call_with_state, cast_floating, constant, eval_mode, set_mode, to_device
 from ._params import DEFENCE_PARAMETERS
 from .discrepancy import STATISTICS, memorization_discrepancy, reduce_snapshots
 from .history import SnapshotBuffer
@@ -522,7 +522,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         if math.isnan(step.step_discrepancy) and math.isnan(step.step_scale):
             guard = constant(loss.device, guard, torch.float32)
         else:
-            guard = torch.tensor(guard, dtype=torch.float32).to(loss.device)
+            guard = to_device(guard, loss.device, torch.float32)  # no sync on CUDA
         if step.statistic is None:
             rest = (math.nan, math.nan, math.nan, 0.0, float(step.n_correction_steps))
             return torch.cat((loss.reshape(1).to(torch.float32),

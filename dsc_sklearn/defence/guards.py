@@ -35,7 +35,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import check_array, column_or_1d
 from torch.nn.functional import cross_entropy
 
-from .._torch import eval_mode
+from .._torch import eval_mode, to_device
 from .discrepancy import memorization_discrepancy
 
 __all__ = ["StepGuard", "make_step_guard"]
@@ -80,7 +80,7 @@ class _Probe:
             self.X, self.y = X.new_empty((0,) + X.shape[1:]), y.new_empty(0)
         if self.logits is None:
             self.logits = logits.new_empty((len(self.X),) + logits.shape[1:])
-        index = torch.as_tensor(slots, device=X.device)
+        index = to_device(slots, X.device)
         n_needed = max(slots) + 1
         buffers = []
         for buffer, value in ((self.X, X), (self.y, y), (self.logits, logits)):
@@ -428,11 +428,14 @@ class StepGuard(BaseEstimator):
         # One forward pass for the rows of both probes.
         union = sorted({row for *_, rows in placements for row in rows})
         position = {row: i for i, row in enumerate(union)}
-        union_index = torch.as_tensor(union, device=X.device)
+        union_index = to_device(union, X.device)
         X_new, y_new = X[union_index].detach(), y[union_index]
         logits_new = _eval_logits(net, X_new)
         for probe, slots, rows in placements:
-            index = torch.as_tensor([position[row] for row in rows], device=X.device)
+            if rows == union:  # one probe, or both take the same rows
+                probe.place(X_new, y_new, logits_new, slots)
+                continue
+            index = to_device([position[row] for row in rows], X.device)
             probe.place(X_new[index], y_new[index], logits_new[index], slots)
 
     # -------------------------------------------------------------- state

@@ -434,6 +434,40 @@ def test_host_syncs_per_batch_are_the_decisions_only(digits, host_syncs, params,
     assert len(clf.stream_log_) == 9 and clf.last_flagged_.shape == (120,)
 
 
+@pytest.fixture
+def host_copies(monkeypatch):
+    """Count tensors built from host data: directly (a synchronising copy onto
+    a CUDA device) and through ``_torch.to_device`` (an asynchronous one)."""
+    import dsc_sklearn._torch as torch_helpers
+
+    counts = collections.Counter()
+    for owner, name, key in ((torch, "as_tensor", "direct"), (torch, "tensor", "direct"),
+                             (torch_helpers, "_as_tensor", "to_device")):
+        original = getattr(owner, name)
+
+        def counting(data, *args, _original=original, _key=key, **kwargs):
+            if not isinstance(data, torch.Tensor):
+                counts[_key] += 1
+            return _original(data, *args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counting)
+    return counts
+
+
+@pytest.mark.parametrize("params, per_batch", SYNC_CASES)
+def test_host_data_reaches_the_device_without_a_sync(digits, host_copies, params, per_batch):
+    # On CUDA, a tensor built from host data onto the device waits for it;
+    # to_device stages the data in page-locked memory and does not.
+    X, y = digits.X_train, digits.y_train
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=20, random_state=0, **params)
+    clf.partial_fit(X[:20], y[:20], classes=CLASSES)
+    clf.partial_fit(X[20:100], y[20:100])  # constant() builds each value once
+    host_copies.clear()
+    clf.partial_fit(X[100:220], y[100:220])
+    assert host_copies["direct"] == 0, host_copies
+    assert host_copies["to_device"] >= 2  # the inputs and the labels
+
+
 # ------------------------------------------------------------ step guard
 
 def _reservoir_slots_loop(n_seen, n_rows, size, generator):
@@ -591,8 +625,8 @@ def test_cuda_synchronises_only_for_the_decisions(digits, params, per_batch):
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         counts.append(sum("synchroniz" in str(w.message) for w in caught))
-    # The per-call copies (inputs in, log out) cancel in the difference.
-    assert counts[1] - counts[0] == 4 * per_batch, counts
+    # One wait per call (the log's copy back), one per decision.
+    assert counts == [1 + 2 * per_batch, 1 + 6 * per_batch], counts
 
 
 @pytest.mark.gpu
