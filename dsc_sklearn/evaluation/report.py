@@ -433,21 +433,22 @@ def stream_results(records, benchmarks=None):
     --------
     >>> from dsc_sklearn.evaluation.report import stream_results
     >>> records = [{"benchmark": "sea-mlp", "defence": "ST", "attack": "accumulative",
-    ...             "seed": 0, "accuracy_trigger": 0.6, "accuracy_clean": 0.9},
+    ...             "seed": 0, "accuracy_burn_in": 0.9, "accuracy_trigger": 0.6,
+    ...             "accuracy_clean": 0.9},
     ...            {"benchmark": "sea-mlp", "defence": "ST", "attack": "drift-concept",
     ...             "seed": 0, "accuracy_drift": 0.8, "accuracy_gap": 0.0,
     ...             "prequential_accuracy": 0.85, "prequential_gap": 0.0}]
     >>> table = stream_results(records)
-    >>> [c.header for c in table.columns][:6]
-    ['benchmark', 'defence', 'seeds', 'after accumulative (%)', 'clean cost (pt)', \
-'clean steps scaled (%)']
-    >>> table.rows[0][3], table.rows[0][7]
-    ('60.0 ± 0.0', '**0.0 ± 0.0**')
+    >>> [c.header for c in table.columns][2:6]
+    ['seeds', 'attack starts (%)', 'after accumulative (%)', 'clean cost (pt)']
+    >>> table.rows[0][4:6], table.rows[0][8]
+    (['60.0 ± 0.0', '0.0 ± 0.0'], '**0.0 ± 0.0**')
     """
     runs = [r for r in records if benchmarks is None or r["benchmark"] in benchmarks]
     attacks = [a for a in dict.fromkeys(r["attack"] for r in runs)
                if not a.startswith("drift-") and a not in ("noise", "trigger_only")]
-    costs = {id(r): r for r in _with_clean_cost(runs)}
+    attacked = [r for r in runs if not r["attack"].startswith("drift-")]
+    costs = {id(r): costed for r, costed in zip(attacked, _with_clean_cost(attacked))}
     first = attacks[0] if attacks else None
 
     def on(attack, column):
@@ -458,6 +459,10 @@ def stream_results(records, benchmarks=None):
                Column("seeds", "Seeds of the row's runs; every other number is the mean ± "
                       "standard deviation over them.",
                       lambda group: str(len({r["seed"] for r in group})))]
+    if first is not None:
+        columns.append(on(first, _stat(
+            "attack starts (%)", f"Test accuracy when the {first} attack starts (after "
+            "burn-in and the warm-up batches through the defence).", "accuracy_burn_in")))
     columns += [on(attack, _stat(f"after {attack} (%)", f"Test accuracy after the {attack} "
                                  "attack's last batch.", "accuracy_trigger"))
                 for attack in attacks]

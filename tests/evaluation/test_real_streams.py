@@ -99,6 +99,8 @@ def test_adaptive_and_stream_tables_from_one_run():
     assert "- **steps scaled (%)**: " in table and "guard_aware: " in table
     streams = stream_table(records)
     assert "after accumulative (%)" in streams and "after guard_aware (%)" in streams
+    st_row = next(line for line in streams.splitlines() if line.startswith("| phishing-mlp | ST"))
+    assert st_row.split(" | ")[6].startswith("0.0 ± ")  # ST against its own mean
 
 
 @pytest.mark.slow
