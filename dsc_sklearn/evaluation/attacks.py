@@ -38,7 +38,7 @@ from sklearn.utils import check_array, check_consistent_length, check_random_sta
 
 from .._pgd import signed_steps
 from .._torch import eval_mode
-from ..defence.discrepancy import memorization_discrepancy, weighted_mean
+from ..defence.discrepancy import memorization_discrepancy
 
 __all__ = [
     "AccumulativePoisoningAttack",
@@ -678,7 +678,8 @@ class _StepSimulator:
     ``nesterov``, and the momentum buffers), ``clip_value`` (the L-inf
     gradient clipping of GC), ``batch_size`` (a call trains one step per
     chunk of that many rows) and the step guard ``net_.step_guard_``: its
-    probe (``probe_.X``, ``probe_.y``, ``probe_.weight``), its calibration
+    probe (``probe_.X``, ``probe_.y`` and, where the guard keeps them, the
+    rows' weights ``probe_.weight``), its calibration
     window ``window_``, ``n_steps_`` and its configuration (``margin``,
     ``warmup``, ``rule``, ``max_halvings``, ``optimizer_state``). The
     guard's bound is ``margin * median(window_)`` once it has seen more
@@ -771,8 +772,12 @@ class _StepSimulator:
         discrepancy = memorization_discrepancy(before, after)
         loss_change = (F.cross_entropy(after, probe.y, reduction="none")
                        - F.cross_entropy(before, probe.y, reduction="none"))
-        return (float(weighted_mean(discrepancy, probe.weight)),
-                float(weighted_mean(loss_change, probe.weight)))
+        weight = getattr(probe, "weight", None)  # the rows' sample weights, if any
+        if weight is None:
+            return float(discrepancy.mean()), float(loss_change.mean())
+        total = weight.sum().clamp_min(1e-12)
+        return (float((discrepancy * weight).sum() / total),
+                float((loss_change * weight).sum() / total))
 
     def _guard(self, theta, new_theta, n_steps, window):
         """``(alpha, D_step, dL, bound)``: what the guard does to one step."""
