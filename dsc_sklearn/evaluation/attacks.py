@@ -991,8 +991,7 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
     (1.0, 1.0)
     """
 
-    def _passes(self, steps):
-        rule = getattr(self._simulator.guard, "rule", "harmful")
+    def _passes(self, steps, rule):
         return all(alpha == 1.0 and (discrepancy <= self.safety * bound
                                      or (rule != "bound" and change < 0))
                    for alpha, discrepancy, change, bound in steps)
@@ -1006,7 +1005,7 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
         X_adv, is_poison = super().poison_batch(estimator, X, y, X_trigger, y_trigger,
                                                 X_val, y_val)
         victim = _Victim.from_estimator(estimator)
-        self._simulator = simulator = _StepSimulator(estimator, victim)
+        simulator = _StepSimulator(estimator, victim)
         self.last_scale_, self.last_steps_ = 1.0, []
         if not simulator.guarded:
             return X_adv, is_poison
@@ -1016,7 +1015,7 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
             for scale in _scales(self.max_halvings):
                 candidate = Xc + scale * (Xa - Xc)
                 _, steps = simulator.run(candidate, yc)
-                if scale == 0.0 or self._passes(steps):
+                if scale == 0.0 or self._passes(steps, simulator.guard.rule):
                     break
         self.last_scale_, self.last_steps_ = scale, steps
         if scale == 0.0:
@@ -1031,7 +1030,7 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
         """
         X_adv = super().craft_trigger(estimator, X_trigger, y_trigger, X_val, y_val)
         victim = _Victim.from_estimator(estimator)
-        self._simulator = simulator = _StepSimulator(estimator, victim)
+        simulator = _StepSimulator(estimator, victim)
         self.last_scale_, self.last_steps_ = 1.0, []
         if not simulator.guarded:
             return X_adv
