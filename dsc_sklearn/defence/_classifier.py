@@ -2,6 +2,8 @@
 
 import copy
 import inspect
+import itertools
+import math
 import numbers
 import os
 from collections import deque
@@ -16,13 +18,13 @@ from sklearn.utils.multiclass import (
     check_classification_targets,
     unique_labels,
 )
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .._torch import eval_mode, to_device
 from ._net import LOG_FIELDS, DiscrepancyAwareNet
 from ._params import DEFENCE_PARAMETERS, PARAMETERS, estimator_init
 from ._persistence import estimator_state, load_estimator_state, read_checkpoint
-from .discrepancy import REFERENCES
+from .discrepancy import REFERENCES, NonFiniteError
 from .modules import MLP
 
 __all__ = ["DiscrepancyAwareOnlineClassifier"]
@@ -32,17 +34,32 @@ MAX_LOG_RECORDS = 10_000
 
 # Parameters a fitted estimator picks up at its next partial_fit call.
 _LIVE_PARAMS = tuple(param.name for param in PARAMETERS if param.role != "estimator")
+# The counters; a failed partial_fit call restores them.
+_COUNTERS = ("n_batches_seen_", "n_samples_seen_", "n_flagged_", "n_steps_scaled_")
+# Everything fit() builds; a failed fit() restores them as they were.
+_FITTED_ATTRIBUTES = ("classes_", "net_", "device_", *_COUNTERS, "stream_log_",
+                      "last_flagged_", "n_features_in_", "feature_names_in_",
+                      "_validated_live_params")
 
 
-def _to_host(records, flags):
+def _checked_sample_weight(sample_weight, X):
+    """scikit-learn's checks of ``sample_weight``: finite, non-negative, one positive."""
+    return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+
+
+def _to_host(records, flags, non_finite):
     """The steps' records and flags as arrays, in one device-to-host copy.
 
-    Returns ``(values, flagged)``: a float32 array of shape ``(n_steps,
-    len(LOG_FIELDS))`` and a boolean array with one entry per row trained.
+    Returns ``(values, flagged, bad)``: a float32 array of shape ``(n_steps,
+    len(LOG_FIELDS))``, a boolean array with one entry per row trained, and
+    one boolean per step, true when it was not finite.
     """
     records, flags = torch.stack(records), torch.cat(flags)
-    packed = torch.cat((records.flatten(), flags.to(records.dtype))).cpu().numpy()
-    return packed[:records.numel()].reshape(records.shape), packed[records.numel():] != 0
+    n_values, n_flags = records.numel(), flags.numel()
+    packed = torch.cat((records.flatten(), flags.to(records.dtype),
+                        torch.stack(non_finite).to(records.dtype))).cpu().numpy()
+    return (packed[:n_values].reshape(records.shape),
+            packed[n_values:n_values + n_flags] != 0, packed[n_values + n_flags:] != 0)
 
 
 def _record_batch(history, loss, batch_size):
@@ -204,8 +221,16 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         Clip the L-infinity norm of the gradient to this value before each
         step (the "GC" baseline); ``None`` disables clipping.
     input_bounds : tuple of (float, float), default=None
-        Range corrected inputs are clamped to, e.g. ``(0.0, 1.0)`` for
-        images; ``None`` for unbounded (standardised) inputs.
+        Range of the inputs, e.g. ``(0.0, 1.0)`` for images; corrected
+        inputs are clamped to it, and rows outside it are handled by
+        ``check_input_bounds``. ``None`` for unbounded (standardised)
+        inputs.
+    check_input_bounds : {"raise", "clip", "ignore"}, default="raise"
+        What :meth:`partial_fit` and :meth:`fit` do with input values
+        outside ``input_bounds`` (ignored when it is ``None``): refuse the
+        call with a :class:`ValueError` before anything changes (an input
+        outside the range the model is meant for is an error, or an attack),
+        clip them into the bounds, or train on them as they are.
     loss_threshold : float, "auto", callable or policy, default=None
         Also flag the units whose cross-entropy under the current model
         exceeds this threshold (same forms as ``threshold``, its own
@@ -269,7 +294,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         One record per training batch (``step``, ``loss``,
         ``mean_discrepancy``, ``max_discrepancy``, ``threshold``,
         ``n_flagged``, ``n_correction_steps``), the last 10 000 only;
-        ``pandas.DataFrame(clf.stream_log_)`` tabulates it.
+        ``pandas.DataFrame(clf.stream_log_)`` tabulates it. With
+        ``sample_weight``, ``loss`` is the weighted mean (NaN for a batch
+        that weighs 0); the other fields count or summarise rows.
 
     See Also
     --------
@@ -310,8 +337,12 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Reset, then make ``max_epochs`` ordered passes over ``(X, y)``.
+
+        When it fails (invalid input, a non-finite step, any exception or a
+        ``KeyboardInterrupt``), the estimator is left as it was before the
+        call: the previous model when it was fitted, unfitted otherwise.
 
         Parameters
         ----------
@@ -319,6 +350,12 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             Training inputs.
         y : array-like of shape (n_samples,)
             Labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows, as in :meth:`partial_fit`.
+            Rows of weight 0 are left out before training, so ``classes_``
+            holds the labels of the rows of positive weight, and a weight of
+            0 is the same as removing the row. At least one weight must be
+            positive.
 
         Returns
         -------
@@ -326,22 +363,42 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             The fitted estimator.
         """
         self._validate_params()
+        previous = {name: vars(self)[name] for name in _FITTED_ATTRIBUTES if name in vars(self)}
         self._reset()
         try:
             X, y = validate_data(
                 self, X, y, dtype=np.float32, force_writeable=True, reset=True
             )
             check_classification_targets(y)
+            if sample_weight is not None:
+                sample_weight = _checked_sample_weight(sample_weight, X)
+                kept = sample_weight > 0
+                if not kept.all():
+                    X, y, sample_weight = X[kept], y[kept], sample_weight[kept]
             classes = unique_labels(y)
             for _ in range(self.max_epochs):
-                self._partial_fit(X, y, classes)
-        except Exception:
+                self._partial_fit(X, y, classes, sample_weight)
+        except BaseException:
+            # KeyboardInterrupt included: the previous model, not a half-trained one.
             self._reset()
+            vars(self).update(previous)
             raise
         return self
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train on one pass over ``(X, y)`` in chunks of ``batch_size``.
+
+        A call either completes or changes nothing. Invalid input is refused
+        before anything changes; a failure during training (a batch that
+        makes the loss, the weights or the gate statistics non-finite, any
+        exception raised by the module, the correction, the step guard or a
+        callback, or a ``KeyboardInterrupt``) restores the state as it was
+        before the call, every batch of the call included, then raises (a
+        non-finite batch as a :class:`ValueError` naming it). The state is
+        the weights, the optimizer's momentum, the snapshot buffer, the
+        threshold policies, the step guard, the adversarial generator, the
+        counters, ``stream_log_``, ``last_flagged_`` and ``net_.history``;
+        a failed first call leaves the estimator unfitted.
 
         Parameters
         ----------
@@ -352,6 +409,16 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         classes : array-like of shape (n_classes,), default=None
             All labels the stream can carry. Required on the first call,
             ignored-if-equal afterwards.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows; ``None`` weighs them alike.
+            Each training batch minimises the weighted mean of the
+            per-sample cross-entropy (a batch whose rows weigh 0 in all
+            takes no step); the threshold policies calibrate on weighted
+            quantiles, and the step guard's probe keeps each row's weight
+            and weighs its measurements by them. Weights are relative
+            within a call (they are rescaled to a mean of 1). Rows of
+            weight 0 are gated and counted but not trained on, and never
+            enter the guard's probe. At least one weight must be positive.
 
         Returns
         -------
@@ -359,6 +426,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             The updated estimator.
         """
         first_call = not hasattr(self, "classes_")
+        saved = None
         try:
             if first_call:
                 self._validate_params()
@@ -389,10 +457,17 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                         f"classes holds duplicates {labels[counts > 1].tolist()}; "
                         "pass each label once."
                     )
-            self._partial_fit(X, y, classes)
-        except Exception:
+            if sample_weight is not None:
+                sample_weight = _checked_sample_weight(sample_weight, X)
+            if not first_call:
+                saved = self._begin_call()
+            self._partial_fit(X, y, classes, sample_weight, saved)
+        except BaseException:
+            # KeyboardInterrupt included: the call never happened.
             if first_call:
                 self._reset()
+            elif saved is not None:
+                self._undo_call(saved)
             raise
         return self
 
@@ -426,14 +501,61 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             self._validated_live_params = dict(params)
 
     def _reset(self):
-        for attribute in ("classes_", "net_", "device_", "n_batches_seen_",
-                          "n_samples_seen_", "n_flagged_", "n_steps_scaled_", "stream_log_",
-                          "last_flagged_",
-                          "n_features_in_", "feature_names_in_",
-                          "_validated_live_params"):
+        for attribute in _FITTED_ATTRIBUTES:
             self.__dict__.pop(attribute, None)
 
-    def _partial_fit(self, X, y, classes):
+    def _begin_call(self):
+        """Capture what a call on a fitted estimator may change (see :meth:`_undo_call`).
+
+        About two copies of the weights: the net's :meth:`capture_state`,
+        the counters and the references of ``last_flagged_``; ``stream_log_``
+        is appended to at the very end of the call, and that append is
+        recorded here (``"log"``) so it can be taken back.
+        """
+        return {
+            "net": self.net_.capture_state(),
+            "counters": {name: vars(self)[name] for name in _COUNTERS},
+            "last_flagged": vars(self).get("last_flagged_"),
+        }
+
+    def _undo_call(self, saved):
+        """Restore the state :meth:`_begin_call` captured: the call never happened."""
+        self.net_.restore_state(saved["net"])
+        vars(self).update(saved["counters"])
+        if saved["last_flagged"] is None:
+            self.__dict__.pop("last_flagged_", None)
+        else:
+            self.last_flagged_ = saved["last_flagged"]
+        records, dropped = saved.get("log", ((), ()))
+        log = self.stream_log_
+        if records and log and log[-1] is records[-1]:
+            for _ in records:
+                log.pop()
+            log.extendleft(reversed(dropped))
+
+    def _check_bounds(self, X):
+        """``X``, or refused, or clipped, by ``check_input_bounds``."""
+        bounds = self.input_bounds
+        if bounds is None or self.check_input_bounds == "ignore" or not X.size:
+            return X
+        low, high = bounds
+        smallest, largest = X.min(), X.max()
+        if smallest >= low and largest <= high:
+            return X
+        if self.check_input_bounds == "clip":
+            return np.clip(X, low, high).astype(np.float32, copy=False)
+        rows = np.flatnonzero(((X < low) | (X > high)).any(axis=1))
+        raise ValueError(
+            f"{len(rows)} row(s) of X hold values outside input_bounds={tuple(bounds)} "
+            f"(rows {rows[:5].tolist()}{', ...' if len(rows) > 5 else ''}; values "
+            f"from {smallest:.6g} to {largest:.6g}), which training refuses by default "
+            "(check_input_bounds='raise'). Clip or fix the rows, widen input_bounds, "
+            "or set check_input_bounds='clip' to clip them into the bounds or "
+            "'ignore' to train on them as they are."
+        )
+
+    def _partial_fit(self, X, y, classes, sample_weight=None, transaction=None):
+        X = self._check_bounds(X)
         first_call = _check_partial_fit_first_call(self, classes)
         if first_call and len(self.classes_) < 2:
             raise ValueError(
@@ -448,47 +570,86 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             self.net_.configure(**self._live_params())
         # Without waiting for the device (CUDA): the call's one wait is the log's copy back.
         Xt, yt = to_device(X, self.device_), to_device(y_encoded, self.device_)
-        self._train_pass(Xt, yt, X, y)
+        weights = None
+        if sample_weight is not None:
+            weights = self._batch_weights(sample_weight)
+        self._train_pass(Xt, yt, X, y, weights, transaction)
 
-    def _train_pass(self, Xt, yt, X, y):
+    def _batch_weights(self, sample_weight):
+        """The call's weights on the device (mean 1) and each batch's total on the host."""
+        # Scaled by the largest first, so that the sum cannot overflow.
+        scaled = sample_weight / sample_weight.max()
+        scaled = (scaled / scaled.mean()).astype(np.float32)
+        starts = np.arange(0, len(scaled), self.batch_size)
+        totals = np.add.reduceat(scaled.astype(np.float64), starts).tolist()
+        return to_device(scaled, self.device_), totals
+
+    def _train_pass(self, Xt, yt, X, y, weights=None, transaction=None):
         """One pass of ``batch_size`` chunks through the net: one skorch epoch.
 
         skorch's callbacks are notified as in ``NeuralNet.partial_fit``, and
         ``net_.history`` gains one row per pass with a record per batch.
         Without callbacks, the batch records are written after the pass from
         the values copied to the host once, so that the training step never
-        waits for the device.
+        waits for the device; the steps' non-finite flags come back in the
+        same copy, and a non-finite batch fails the call (with callbacks,
+        each batch is checked before ``on_batch_end``). The counters and
+        ``stream_log_`` are updated only once every batch has trained.
         """
         net = self.net_
         notify = bool(net.callbacks_)
         net.notify("on_train_begin", X=X, y=y)
         net.notify("on_epoch_begin", dataset_train=None, dataset_valid=None)
-        records, flags = [], []
-        try:
-            for start in range(0, len(Xt), self.batch_size):
-                stop = start + self.batch_size
-                batch = (Xt[start:stop], yt[start:stop])
-                if notify:
-                    net.notify("on_batch_begin", batch=batch, training=True)
-                step = net.train_step(batch)
-                records.append(step["record"])
-                flags.append(step["flagged"])
-                if notify:
-                    _record_batch(net.history, step["loss"].item(), len(batch[0]))
-                    net.notify("on_batch_end", batch=batch, training=True, **step)
-        finally:
-            # Count and log the chunks that trained, even when a later one
-            # raised, so the counters, the log and the history match the weights.
-            if records:
-                values, self.last_flagged_ = _to_host(records, flags)
-                self._log(values, n_samples=len(self.last_flagged_))
-                if not notify:
-                    for loss, batch_flags in zip(values[:, 0].tolist(), flags):
-                        net.history.new_batch()
-                        _record_batch(net.history, loss, len(batch_flags))
-            net.history.record("train_batch_count", len(records))
+        records, flags, non_finite = [], [], []
+        for index, start in enumerate(range(0, len(Xt), self.batch_size)):
+            stop = start + self.batch_size
+            batch = (Xt[start:stop], yt[start:stop])
+            if notify:
+                net.notify("on_batch_begin", batch=batch, training=True)
+            try:
+                if weights is None:
+                    step = net.train_step(batch)
+                else:
+                    step = net.train_step(batch, sample_weight=weights[0][start:stop],
+                                          weight_total=weights[1][index])
+            except NonFiniteError as exc:
+                raise self._non_finite_error(X, index, start, stop) from exc
+            records.append(step["record"])
+            flags.append(step["flagged"])
+            non_finite.append(step["non_finite"])
+            if notify:
+                if bool(step["non_finite"]):
+                    raise self._non_finite_error(X, index, start, stop)
+                _record_batch(net.history, step["loss"].item(), len(batch[0]))
+                net.notify("on_batch_end", batch=batch, training=True, **step)
+        values, last_flagged, bad = _to_host(records, flags, non_finite)
+        if bad.any():
+            index = int(np.argmax(bad))
+            start = index * self.batch_size
+            raise self._non_finite_error(X, index, start, start + self.batch_size)
+        self._log(values, last_flagged, transaction)
+        if not notify:
+            for loss, batch_flags in zip(values[:, 0].tolist(), flags):
+                net.history.new_batch()
+                _record_batch(net.history, loss, len(batch_flags))
+        net.history.record("train_batch_count", len(records))
         net.notify("on_epoch_end", dataset_train=None, dataset_valid=None)
         net.notify("on_train_end", X=X, y=y)
+
+    def _non_finite_error(self, X, index, start, stop):
+        """The error of a batch whose training produced NaN or an infinity."""
+        rows = X[start:stop]
+        largest = float(np.abs(rows).max()) if rows.size else math.nan
+        return NonFiniteError(
+            f"Training on batch {index + 1} of this call (rows {start} to "
+            f"{min(stop, len(X)) - 1}) produced NaN or an infinity (in the loss, the "
+            "weights after the step, the gate statistics or the step guard's "
+            "measurements), so the call is refused: the estimator is left as it "
+            f"was before it. The largest absolute input value in that batch is "
+            f"{largest:.3g}; values this large overflow the model. Scale the "
+            "inputs (e.g. with StandardScaler), set input_bounds (which refuses "
+            "rows outside them), or lower lr."
+        )
 
     def _encode(self, y):
         if _integer_labels(y) and y.dtype.kind == self.classes_.dtype.kind:
@@ -587,19 +748,33 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                     "dimension in forward."
                 )
 
-    def _log(self, values, n_samples):
-        """Append one record per row of ``values`` (the :data:`LOG_FIELDS`)."""
-        for row in values:
-            self.n_batches_seen_ += 1
-            record = {"step": self.n_batches_seen_}
-            record.update(zip(LOG_FIELDS, row.tolist()))
+    def _log(self, values, last_flagged, transaction=None):
+        """Count the call's batches and append their records (the :data:`LOG_FIELDS`).
+
+        The records are built first and appended in one step, which
+        ``transaction`` (from :meth:`_begin_call`) records so that
+        :meth:`_undo_call` can take them back.
+        """
+        first_step = self.n_batches_seen_ + 1
+        records = []
+        for step, row in enumerate(values.tolist(), start=first_step):
+            record = {"step": step}
+            record.update(zip(LOG_FIELDS, row))
             record["n_flagged"] = int(record["n_flagged"])
             record["n_correction_steps"] = int(record["n_correction_steps"])
-            self.stream_log_.append(record)
-        self.n_samples_seen_ += n_samples
+            records.append(record)
         n_flagged = int(values[:, LOG_FIELDS.index("n_flagged")].sum())
+        n_scaled = int((values[:, LOG_FIELDS.index("step_scale")] < 1).sum())
+        log = self.stream_log_
+        if transaction is not None:
+            overflow = max(0, len(log) + len(records) - (log.maxlen or math.inf))
+            transaction["log"] = (records, list(itertools.islice(log, int(overflow))))
+        log.extend(records)
+        self.last_flagged_ = last_flagged
+        self.n_batches_seen_ += len(records)
+        self.n_samples_seen_ += len(last_flagged)
         self.n_flagged_ += n_flagged
-        self.n_steps_scaled_ += int((values[:, LOG_FIELDS.index("step_scale")] < 1).sum())
+        self.n_steps_scaled_ += n_scaled
         if self.verbose:
             print(
                 f"[{type(self).__name__}] batches={self.n_batches_seen_} "

@@ -1,6 +1,8 @@
 """The skorch network whose training step runs the discrepancy defence."""
 
+import copy
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -11,7 +13,14 @@ from torch import nn
 
 from .._torch import call_with_state, cast_floating, constant, eval_mode, set_mode, to_device
 from ._params import DEFENCE_PARAMETERS
-from .discrepancy import STATISTICS, memorization_discrepancy, reduce_snapshots
+from .discrepancy import (
+    STATISTICS,
+    mark_non_finite,
+    mark_out_of_range,
+    memorization_discrepancy,
+    reduce_snapshots,
+    weighted_mean,
+)
 from .history import SnapshotBuffer
 from .modules import MLP, SmallCNN
 
@@ -61,6 +70,34 @@ def _configuration(value):
     return None if get_params is None or isinstance(value, type) else get_params(deep=False)
 
 
+def _component_state(component):
+    """``(component, its learned state)`` for :meth:`DiscrepancyAwareNet.capture_state`."""
+    if component is None:
+        return None, None
+    if isinstance(component, torch.Generator):
+        return component, component.get_state()
+    if hasattr(component, "state_dict") and hasattr(component, "load_state_dict"):
+        return component, component.state_dict()
+    return None, copy.deepcopy(component)
+
+
+def _shallow_copy(value):
+    """A copy of a list, dict, set or deque; anything else as it is."""
+    return copy.copy(value) if isinstance(value, (list, dict, set, deque)) else value
+
+
+def _load_component_state(net, name, saved):
+    component, state = saved
+    if component is None:
+        setattr(net, name, state)  # None, or the deep copy of a plain object
+    elif isinstance(component, torch.Generator):
+        component.set_state(state)
+        setattr(net, name, component)
+    else:
+        component.load_state_dict(state)
+        setattr(net, name, component)
+
+
 def _union(masks):
     """Rows flagged by any gate; a single gate's mask is returned as is."""
     return masks[0] if len(masks) == 1 else torch.stack(masks).any(dim=0)
@@ -107,6 +144,19 @@ class Step:
     step_discrepancy, step_scale : float
         What the step guard measured and the scale it kept (NaN without a
         guard or without a step).
+    sample_weight, sample_weight_train : torch.Tensor or None
+        The rows' sample weights, of ``X`` and of ``X_train`` (a correction
+        that keeps a subset of the rows keeps their weights); ``None`` for
+        an unweighted batch.
+    weight_total : float or None
+        The batch's total weight, known on the host; ``0`` trains on
+        nothing.
+    trained : bool
+        Whether the optimizer stepped.
+    non_finite : torch.Tensor or None
+        Set by :meth:`~DiscrepancyAwareNet.record`: a 0-d float tensor on
+        the device, 1 when the gate statistics, the loss or the weights
+        after the step hold NaN or an infinity.
     """
 
     X: torch.Tensor
@@ -125,9 +175,15 @@ class Step:
     loss: Any = None
     step_discrepancy: float = math.nan
     step_scale: float = math.nan
+    sample_weight: torch.Tensor = None
+    sample_weight_train: torch.Tensor = None
+    weight_total: float = None
+    trained: bool = False
+    non_finite: torch.Tensor = None
 
     def __post_init__(self):
         self.X_train, self.y_train = self.X, self.y
+        self.sample_weight_train = self.sample_weight
 
 
 class DiscrepancyAwareNet(NeuralNetClassifier):
@@ -272,9 +328,129 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
                 param.adjust(self, value)
         return self
 
+    # -------------------------------------------------------- transactions
+
+    def capture_state(self):
+        """What a ``partial_fit`` call may change, captured to undo the call.
+
+        The estimator captures it before each call and hands it to
+        :meth:`restore_state` when the call fails (an exception, a
+        ``KeyboardInterrupt``, a non-finite step), so that a call either
+        completes or changes nothing. It is cheap enough for every call
+        (about two copies of the weights):
+
+        - the module's parameters and buffers and the optimizer's
+          per-parameter state (momentum) are copied, since training writes
+          them in place;
+        - the optimizer's hyper-parameters, the defence parameters and the
+          components built from them (what :meth:`configure` may change),
+          by reference;
+        - the learned state of each of :attr:`state_attributes` through its
+          ``state_dict()`` (the snapshot buffer, the threshold policies, the
+          step guard; a generator's ``get_state()``), which must hold
+          tensors that later steps replace rather than write in place, as
+          the components here do (an object without ``state_dict`` is
+          deep-copied);
+        - the number of rows of skorch's history, and the attributes of
+          each skorch callback (lists, dicts, sets and deques copied, one
+          level deep; what a callback did outside the net, such as printing
+          or writing a file, stays done).
+
+        Gradients are not state (every step zeroes them first); a restore
+        clears them.
+
+        Returns
+        -------
+        state : dict
+            For :meth:`restore_state` only; its layout is private.
+        """
+        module = self.module_
+        optimizer = self.optimizer_
+        attributes = vars(self)
+        with torch.no_grad():
+            return {
+                "attributes": {name: attributes[name] for name in self._configured_attributes()
+                               if name in attributes},
+                "built_from": dict(self._built_from_),
+                "training": module.training,
+                "parameters": [param.clone() for param in self._parameters()],
+                "buffers": {name: module.get_buffer(name).clone()
+                            for name in self._buffer_names()},
+                "groups": [{key: value for key, value in group.items() if key != "params"}
+                           for group in optimizer.param_groups],
+                "optimizer": {param: {key: (value.clone() if isinstance(value, torch.Tensor)
+                                            else copy.deepcopy(value))
+                                      for key, value in state.items()}
+                              for param, state in optimizer.state.items()},
+                "components": {name: _component_state(getattr(self, name, None))
+                               for name in self.state_attributes},
+                "history": len(self.history),
+                # skorch callbacks keep what they learn in attributes (a
+                # best score, a patience counter, a list of scores).
+                "callbacks": [(callback, {key: _shallow_copy(value)
+                                          for key, value in vars(callback).items()})
+                              for _, callback in self.callbacks_ or ()],
+            }
+
+    def restore_state(self, state):
+        """Put back what :meth:`capture_state` captured; the call never happened."""
+        vars(self).update(state["attributes"])
+        self._built_from_ = state["built_from"]
+        for param in DEFENCE_PARAMETERS:
+            if param.adjust is not None:  # the buffer's size and period
+                param.adjust(self, getattr(self, param.name))
+        module = self.module_
+        with torch.no_grad():
+            for param, saved in zip(self._parameters(), state["parameters"]):
+                param.copy_(saved)
+                param.grad = None
+            for name, saved in state["buffers"].items():
+                owner, _, attribute = name.rpartition(".")
+                owner = module.get_submodule(owner)
+                current = owner._buffers.get(attribute)
+                if current is not None and current.shape == saved.shape:
+                    current.copy_(saved)
+                else:  # the module replaced it by one of another shape
+                    owner._buffers[attribute] = saved
+        set_mode(module, state["training"])
+        optimizer = self.optimizer_
+        for group, saved in zip(optimizer.param_groups, state["groups"]):
+            group.update(saved)
+        optimizer.state.clear()
+        optimizer.state.update(state["optimizer"])
+        for name, saved in state["components"].items():
+            _load_component_state(self, name, saved)
+        del self.history[state["history"]:]
+        for callback, attributes in state["callbacks"]:
+            vars(callback).clear()
+            vars(callback).update(attributes)
+
+    def _parameters(self):
+        """The optimizer's parameters (the module's), as a flat list."""
+        return [param for group in self.optimizer_.param_groups for param in group["params"]]
+
+    def _buffer_names(self):
+        """The module's buffer names, found once per module (a traversal per step costs)."""
+        cached = vars(self).get("_buffer_names_")
+        if cached is None or cached[0] != id(self.module_):
+            cached = (id(self.module_), tuple(name for name, _ in self.module_.named_buffers()))
+            self._buffer_names_ = cached
+        return cached[1]
+
+    def _configured_attributes(self):
+        """The defence parameters, the components built from them, the state attributes."""
+        names = type(self).__dict__.get("_configured_names")
+        if names is None:
+            names = [param.name for param in DEFENCE_PARAMETERS]
+            names += [param.component for param in DEFENCE_PARAMETERS if param.component]
+            names = tuple(names + [name for name in self.state_attributes
+                                   if name not in names])
+            type(self)._configured_names = names  # per class: state_attributes may differ
+        return names
+
     # ------------------------------------------------------------ the step
 
-    def train_step(self, batch, **fit_params):
+    def train_step(self, batch, sample_weight=None, weight_total=None, **fit_params):
         """Run the defence and one optimizer step on ``batch``.
 
         Parameters
@@ -282,6 +458,15 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         batch : tuple of (torch.Tensor, torch.Tensor)
             Inputs of shape ``(n_samples, n_features)`` and encoded labels,
             on the net's device.
+        sample_weight : torch.Tensor of shape (n_samples,), default=None
+            Non-negative weights of the rows, on the net's device: the loss
+            is their weighted mean, and the threshold policies and the step
+            guard's probe weigh the rows by them. ``None`` weighs every row
+            alike.
+        weight_total : float, default=None
+            ``sample_weight.sum()`` as the host knows it (the estimator
+            passes it, which saves a device synchronisation); ``0`` makes
+            the step train on nothing.
         **fit_params : dict
             Unused; kept for skorch's signature.
 
@@ -289,10 +474,16 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         -------
         step : dict
             ``loss`` and ``y_pred`` as in skorch, plus ``record``: a float
-            tensor with the values of :data:`LOG_FIELDS`, and ``flagged``: the
-            boolean mask of the rows the gate flagged.
+            tensor with the values of :data:`LOG_FIELDS`, ``flagged``: the
+            boolean mask of the rows the gate flagged, and ``non_finite``: a
+            0-d float tensor, 1 when the step produced NaN or an infinity
+            (the estimator then refuses the call and restores its state).
         """
         step = self.begin_step(*batch)
+        if sample_weight is not None:
+            step.sample_weight = step.sample_weight_train = sample_weight
+            step.weight_total = (float(sample_weight.sum()) if weight_total is None
+                                 else weight_total)
         self.gate(step)
         self.correct(step)
         self.optimizer_step(step)
@@ -328,7 +519,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         step.thresholds = [policy.current(X.device) for policy, _ in policies]
         step.gates = []
         for (policy, _), statistic, threshold in zip(policies, statistics, step.thresholds):
-            units, unit_flags, rows = self._flag(statistic, threshold)
+            units, unit_flags, rows = self._flag(statistic, threshold, step.sample_weight)
             step.gates.append((policy, units, unit_flags, rows))
         step.flagged = _union([gate[3] for gate in step.gates])
         step.statistic, step.threshold = statistics[0], step.thresholds[0]
@@ -339,9 +530,13 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             self.correction_.correct(self, step)
 
     def optimizer_step(self, step):
-        """One optimizer step on ``step.X_train``; NaN loss when nothing is left."""
+        """One optimizer step on ``step.X_train``; NaN loss when nothing is left.
+
+        Nothing is left when the correction emptied the batch, or when its
+        rows weigh 0 in all (``step.weight_total``).
+        """
         step.train_logits = self._training_logits(step)
-        if step.train_logits is None:
+        if step.train_logits is None or step.weight_total == 0:
             step.loss = constant(step.y.device, math.nan, torch.get_default_dtype())
             return
         guard = self.step_guard_
@@ -356,6 +551,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             )
         self.optimizer_.step()
         step.loss = loss.detach()
+        step.trained = True
         if guard is not None:
             guard.after_step(self, step)
 
@@ -373,13 +569,45 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             :data:`LOG_FIELDS` as one float32 tensor on the device) and
             ``flagged`` (the rows the gate flagged).
         """
+        weighted = step.sample_weight is not None and self.granularity != "batch"
         for policy, units, unit_flags, _ in step.gates or ():
-            policy.update(units, unit_flags)
+            if weighted:
+                policy.update(units, unit_flags, sample_weight=step.sample_weight)
+            else:
+                policy.update(units, unit_flags)
         flagged = step.flagged
         if flagged is None:
             flagged = torch.zeros(len(step.X), dtype=torch.bool, device=step.X.device)
+        step.non_finite = self.check_finite(step)
         return {"loss": step.loss, "y_pred": step.train_logits,
-                "record": self._record_tensor(step), "flagged": flagged}
+                "record": self._record_tensor(step), "flagged": flagged,
+                "non_finite": step.non_finite}
+
+    def check_finite(self, step):
+        """A 0-d float tensor, 1 when the step produced NaN or an infinity.
+
+        It looks at the gate statistics, the loss (when the optimizer
+        stepped) and the module's buffers, and at the **squares** of the
+        parameters as the step left them (a non-finite gradient makes them
+        non-finite too), in fused kernels and without a host
+        synchronisation: the estimator reads the flags of a whole call at
+        once. The squares flag a parameter of magnitude
+        ``sqrt(finfo.max)`` or more (1.8e19 in float32): one row of 1e38
+        leaves the loss and the weights finite, but so large that the next
+        forward pass overflows and nothing could be trained or predicted
+        afterwards. The loss itself is only required to be finite: a bound
+        on it (tried: 4.3e9 and 1.8e19) also refused the clean batches
+        after a large but finite row, which otherwise bring the model back
+        (docs/reliability.md, section 7).
+        """
+        found = torch.zeros((), device=step.X.device)
+        tensors = [units for _, units, _, _ in step.gates or ()]
+        if step.trained:
+            tensors.append(step.loss)
+        tensors.extend(self.module_.get_buffer(name) for name in self._buffer_names())
+        mark_non_finite(found, tensors)
+        mark_out_of_range(found, self._parameters())
+        return found
 
     # ------------------------------------------------------- gate helpers
 
@@ -411,23 +639,24 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         return [STATISTICS[name](logits, reference_logits, y, self.reference)
                 for _, name in self.gate_policies()]
 
-    def flag_rows(self, X, y, logits, thresholds):
+    def flag_rows(self, X, y, logits, thresholds, sample_weight=None):
         """Re-apply the gates with the given thresholds: one flag per row.
 
         The correction calls it on the rows it moved, with their eval-mode
-        ``logits``.
+        ``logits`` (and, for a whole batch, its ``sample_weight``).
         """
         statistics = self.gate_statistics(X, y, logits)
-        return _union([self._flag(statistic, threshold)[2]
+        return _union([self._flag(statistic, threshold, sample_weight)[2]
                        for statistic, threshold in zip(statistics, thresholds)])
 
-    def _flag(self, statistic, threshold):
+    def _flag(self, statistic, threshold, sample_weight=None):
         """Flag the decision units; return them, their flags and a row mask.
 
-        A unit is a sample, or the whole batch (its mean statistic) with
-        ``granularity="batch"``.
+        A unit is a sample, or the whole batch (its mean statistic, weighted
+        by ``sample_weight`` when given) with ``granularity="batch"``.
         """
-        units = statistic.mean().reshape(1) if self.granularity == "batch" else statistic
+        units = (weighted_mean(statistic, sample_weight).reshape(1)
+                 if self.granularity == "batch" else statistic)
         unit_flags = units > threshold
         return units, unit_flags, unit_flags.expand(statistic.shape[0])
 
@@ -509,10 +738,42 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         conversions unless a subclass overrides it.
         """
         logits, y, X = step.train_logits, step.y_train, step.X_train
+        weight = step.sample_weight_train
+        if weight is not None:
+            return self._weighted_loss(logits, y, X, weight)
         if (type(self).get_loss is not NeuralNetClassifier.get_loss
                 or isinstance(self.criterion_, nn.NLLLoss)):
             return self.get_loss(logits, y, X=X, training=True)
         return self.criterion_(logits, self._to_device(y))
+
+    def _weighted_loss(self, logits, y, X, weight):
+        """The mean of the per-sample losses weighted by ``weight`` (0 if they weigh 0).
+
+        The criterion runs with ``reduction="none"`` for the call, through
+        ``get_loss`` when a subclass overrides it.
+        """
+        if len(weight) != len(X):
+            raise ValueError(
+                f"The training batch has {len(X)} rows but {len(weight)} sample "
+                "weights: a correction that changes the rows must set "
+                "step.sample_weight_train to their weights."
+            )
+        criterion = self.criterion_
+        if not hasattr(criterion, "reduction"):
+            raise TypeError(
+                f"sample_weight needs a criterion with a 'reduction' attribute, as "
+                f"torch's losses have; {type(criterion).__name__} has none."
+            )
+        reduction, criterion.reduction = criterion.reduction, "none"
+        try:
+            if (type(self).get_loss is not NeuralNetClassifier.get_loss
+                    or isinstance(criterion, nn.NLLLoss)):
+                losses = self.get_loss(logits, y, X=X, training=True)
+            else:
+                losses = criterion(logits, self._to_device(y))
+        finally:
+            criterion.reduction = reduction
+        return weighted_mean(losses, weight)
 
     @staticmethod
     def _record_tensor(step):

@@ -120,6 +120,9 @@ PARAMETERS = (
     Parameter("clip_value", None,
               (None, NumberInterval(numbers.Real, 0, None, closed="neither"))),
     Parameter("input_bounds", None, (None, tuple, list)),
+    # Read by the estimator before each call; a defence parameter so that
+    # set_params mid-stream is validated like the others.
+    Parameter("check_input_bounds", "raise", (StrOptions({"raise", "clip", "ignore"}),)),
     Parameter("loss_threshold", None, (None,) + _THRESHOLD,
               component="loss_threshold_policy_", build=_optional_threshold, stateful=True),
     Parameter("step_guard", "auto", (None, StrOptions({"auto"}), StepGuard),

@@ -239,7 +239,9 @@ class Correction:
     optimizer trains on: ``X_train``, ``y_train``, ``n_correction_steps``
     and, when only some rows change, ``splice`` (turns the training logits
     of ``X`` into those of ``X_train`` by recomputing the changed rows
-    only). The net's parameters (``epsilon``, ``step_size``,
+    only); a strategy that keeps a subset of the rows sets
+    ``sample_weight_train`` to their weights when ``sample_weight`` is
+    given. The net's parameters (``epsilon``, ``step_size``,
     ``max_correction_steps``, ``input_bounds``) configure it; strategies
     hold no state of their own.
 
@@ -272,7 +274,11 @@ class DiscrepancyAwareCorrection(Correction):
 
     def correct(self, net, step):
         def still_flagged(X_rows, y_rows, logits):
-            return net.flag_rows(X_rows, y_rows, logits, step.thresholds)
+            # With a gate on the whole batch the rows are the whole batch,
+            # whose weighted mean statistic is the unit; a sample's flag
+            # does not depend on its weight.
+            weight = step.sample_weight if len(X_rows) == len(step.X) else None
+            return net.flag_rows(X_rows, y_rows, logits, step.thresholds, weight)
 
         rows = step.flagged.nonzero().squeeze(1)
         X_new, step.n_correction_steps = correct_rows(
@@ -295,6 +301,8 @@ class DropFlagged(Correction):
         if len(kept) == len(step.X):
             return
         step.X_train, step.y_train = step.X[kept], step.y[kept]
+        if step.sample_weight is not None:
+            step.sample_weight_train = step.sample_weight[kept]
         step.splice = lambda logits: logits[kept]
 
 

@@ -18,12 +18,18 @@ References
 import torch
 from torch.nn.functional import cross_entropy, log_softmax
 
+from .._torch import constant
+
 __all__ = [
     "REFERENCES",
     "STATISTICS",
+    "NonFiniteError",
     "decision_statistic",
+    "mark_non_finite",
+    "mark_out_of_range",
     "memorization_discrepancy",
     "reduce_snapshots",
+    "weighted_mean",
 ]
 
 #: Ways of turning the discrepancies against several snapshots into one value.
@@ -172,3 +178,128 @@ STATISTICS = {
     "loss": _loss,
     "excess_loss": _excess_loss,
 }
+
+
+# ------------------------------------------------------- finiteness checks
+
+class NonFiniteError(ValueError):
+    """A training step produced NaN or an infinity.
+
+    Raised (by the step guard, or by the estimator once per call) when the
+    loss, the gate statistics, the step guard's measurements or the weights
+    after an optimizer step are not finite; the estimator then restores its
+    state as it was before the call and raises a :class:`ValueError` that
+    names the batch.
+    """
+
+
+_NON_FINITE_CHECK = getattr(torch, "_amp_foreach_non_finite_check_and_unscale_", None)
+
+
+def mark_non_finite(found, tensors):
+    """Set the 0-d float tensor ``found`` to 1 if any of ``tensors`` is not finite.
+
+    The check stays on the device (no host synchronisation): ``found`` is
+    read later, once per call. It is sticky: a ``found`` already at 1 stays
+    at 1. It runs the fused kernel :class:`torch.amp.GradScaler` uses to
+    find infinite gradients (with a scale of 1, so nothing is written to
+    ``tensors``), or a plain ``isfinite`` per tensor when torch lacks it.
+
+    Parameters
+    ----------
+    found : torch.Tensor
+        A 0-d float32 tensor on the tensors' device.
+    tensors : list of torch.Tensor
+        Floating-point tensors; others are skipped.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsc_sklearn.defence.discrepancy import mark_non_finite
+    >>> found = torch.zeros(())
+    >>> mark_non_finite(found, [torch.ones(3)])
+    >>> float(found)
+    0.0
+    >>> mark_non_finite(found, [torch.tensor([1.0, float("nan")])])
+    >>> float(found)
+    1.0
+    """
+    tensors = [tensor.detach() for tensor in tensors
+               if tensor is not None and tensor.is_floating_point()]
+    if not tensors:
+        return
+    if _NON_FINITE_CHECK is not None and all(t.device == found.device for t in tensors):
+        _NON_FINITE_CHECK(tensors, found, constant(found.device, 1.0, found.dtype))
+        return
+    with torch.no_grad():  # pragma: no cover - only without the fused kernel
+        bad = torch.stack([~t.isfinite().all() for t in tensors]).any()
+        found.copy_(torch.maximum(found, bad.to(found)))
+
+
+def mark_out_of_range(found, parameters):
+    """Set ``found`` to 1 if a parameter is not finite or its square overflows.
+
+    That is, if a value's magnitude is ``sqrt(finfo.max)`` or more (2**64,
+    about 1.8e19, in float32): such a weight is finite, but the next
+    forward pass overflows. Without a host synchronisation, and without
+    allocating: the fused kernel of :func:`mark_non_finite` checks the
+    parameters and scales them by 2**64 in place, checks them again
+    (infinite now when they were out of range) and scales them back by
+    2**-64. Scaling by a power of two is exact, so a parameter in range
+    comes back bit for bit; one out of range may not, but the estimator
+    then restores the weights it had before the call.
+
+    Parameters
+    ----------
+    found : torch.Tensor
+        A 0-d float32 tensor on the parameters' device.
+    parameters : list of torch.Tensor
+        The module's parameters (float32, or another floating dtype whose
+        range the scale also fits: float64's square root of its largest
+        value is far above 2**64, so there the check is for 2**(-64) times
+        that range).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsc_sklearn.defence.discrepancy import mark_out_of_range
+    >>> found, weight = torch.zeros(()), torch.tensor([1e19, -3.5, 1e-45])
+    >>> before = weight.clone()
+    >>> mark_out_of_range(found, [weight])
+    >>> float(found), torch.equal(weight, before)
+    (0.0, True)
+    >>> mark_out_of_range(found, [torch.tensor([2e19])])
+    >>> float(found)
+    1.0
+    """
+    tensors = [param.detach() for param in parameters if param.is_floating_point()]
+    if not tensors:
+        return
+    if _NON_FINITE_CHECK is None or any(t.device != found.device for t in tensors):
+        with torch.no_grad():  # pragma: no cover - only without the fused kernel
+            mark_non_finite(found, torch._foreach_mul(tensors, tensors))
+        return
+    with torch.no_grad():
+        _NON_FINITE_CHECK(tensors, found, constant(found.device, 2.0 ** 64, found.dtype))
+        _NON_FINITE_CHECK(tensors, found, constant(found.device, 2.0 ** -64, found.dtype))
+
+
+def weighted_mean(values, weight=None):
+    """``values.mean()``, or the mean weighted by ``weight`` along the first axis.
+
+    A zero total weight gives 0, never NaN.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsc_sklearn.defence.discrepancy import weighted_mean
+    >>> float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([3.0, 1.0])))
+    1.5
+    >>> float(weighted_mean(torch.tensor([1.0]), torch.tensor([0.0])))
+    0.0
+    """
+    if weight is None:
+        return values.mean()
+    weight = weight.to(values.dtype)
+    total = weight.sum().clamp_min(torch.finfo(values.dtype).tiny)
+    return (values * weight).sum() / total

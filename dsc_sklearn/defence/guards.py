@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_array, column_or_1d
 from torch.nn.functional import cross_entropy
 
 from .._torch import eval_mode, to_device
-from .discrepancy import memorization_discrepancy
+from .discrepancy import NonFiniteError, memorization_discrepancy, weighted_mean
 
 __all__ = ["StepGuard", "make_step_guard"]
 
@@ -49,22 +49,37 @@ def _is_trusted_probe(probe):
 
 
 class _Probe:
-    """Rows, their encoded labels and the current model's eval-mode logits of them."""
+    """Rows, their encoded labels and the current model's eval-mode logits of them.
 
-    def __init__(self, X, y):
-        self.X, self.y, self.logits = X, y, None
+    ``weight`` holds the rows' sample weights, or is ``None`` while every
+    row weighs 1 (an unweighted stream keeps the unweighted means). The
+    buffers are never written in place (:meth:`place` builds new ones), so
+    a :meth:`state_dict` stays valid after later steps: the estimator keeps
+    one to restore the guard when a call fails.
+    """
+
+    def __init__(self, X, y, weight=None):
+        self.X, self.y, self.logits, self.weight = X, y, None, weight
 
     def __len__(self):
         return len(self.X)
 
     def changes(self, after):
-        """``(mean KL(before || after), loss after - loss before)`` as tensors."""
-        loss_after = cross_entropy(after, self.y)
-        loss_before = self._loss_of_logits()
-        # The loss of ``after``, for when it becomes the probe's logits.
-        self._loss = (after, self.y, loss_after)
-        return (memorization_discrepancy(self.logits, after).mean(),
-                loss_after - loss_before)
+        """``(mean KL(before || after), loss after - loss before)`` as tensors.
+
+        Means weighted by the rows' sample weights when they have some.
+        """
+        if self.weight is None:
+            loss_after = cross_entropy(after, self.y)
+            loss_before = self._loss_of_logits()
+            # The loss of ``after``, for when it becomes the probe's logits.
+            self._loss = (after, self.y, loss_after)
+            return (memorization_discrepancy(self.logits, after).mean(),
+                    loss_after - loss_before)
+        loss_change = (cross_entropy(after, self.y, reduction="none")
+                       - cross_entropy(self.logits, self.y, reduction="none"))
+        return (weighted_mean(memorization_discrepancy(self.logits, after), self.weight),
+                weighted_mean(loss_change, self.weight))
 
     def _loss_of_logits(self):
         """``cross_entropy(self.logits, self.y)``, computed once per pair of tensors."""
@@ -73,42 +88,61 @@ class _Probe:
             return cached[2]
         return cross_entropy(self.logits, self.y)
 
-    def place(self, X, y, logits, slots):
-        """Write rows at ``slots``, growing the buffers when a slot is past their end."""
+    def place(self, X, y, logits, slots, weight=None):
+        """Write rows at ``slots`` into new buffers, longer when a slot is past their end."""
         self._loss = None  # the rows and logits change
         if not len(self.X):
             self.X, self.y = X.new_empty((0,) + X.shape[1:]), y.new_empty(0)
         if self.logits is None:
             self.logits = logits.new_empty((len(self.X),) + logits.shape[1:])
+        if weight is not None and self.weight is None:
+            self.weight = X.new_ones(len(self.X))  # the rows so far weigh 1
+        elif weight is None and self.weight is not None:
+            weight = X.new_ones(len(X))
         index = to_device(slots, X.device)
         n_needed = max(slots) + 1
+        pairs = [(self.X, X), (self.y, y), (self.logits, logits)]
+        if weight is not None:
+            pairs.append((self.weight, weight))
         buffers = []
-        for buffer, value in ((self.X, X), (self.y, y), (self.logits, logits)):
+        for buffer, value in pairs:
             if len(buffer) < n_needed:
                 padding = value.new_zeros((n_needed - len(buffer),) + value.shape[1:])
                 buffer = torch.cat((buffer, padding))
-            buffer[index] = value
-            buffers.append(buffer)
-        self.X, self.y, self.logits = buffers
+            buffers.append(buffer.index_put((index,), value))
+        self.X, self.y, self.logits = buffers[:3]
+        if weight is not None:
+            self.weight = buffers[3]
 
     def state_dict(self):
-        return {"X": self.X, "y": self.y, "logits": self.logits}
+        state = {"X": self.X, "y": self.y, "logits": self.logits}
+        if self.weight is not None:
+            state["weights"] = self.weight
+        return state
 
     def load_state_dict(self, state, size, name):
         X, y, logits = state["X"], state["y"], state["logits"]
+        weight = state.get("weights")
         if not (isinstance(X, torch.Tensor) and X.ndim == 2 and X.is_floating_point()
                 and isinstance(y, torch.Tensor) and y.ndim == 1 and len(y) == len(X)
                 and not y.is_floating_point() and len(X) <= size
                 and (logits is None or (isinstance(logits, torch.Tensor)
-                                        and logits.ndim == 2 and len(logits) == len(X)))):
-            raise ValueError(f"A StepGuard state holds a {name} whose rows, labels and "
-                             "logits do not match.")
-        self.X, self.y, self.logits = X, y, logits
+                                        and logits.ndim == 2 and len(logits) == len(X)))
+                and (weight is None or (isinstance(weight, torch.Tensor)
+                                        and weight.shape == (len(X),)
+                                        and weight.dtype == X.dtype
+                                        and bool((weight.isfinite() & (weight >= 0)).all()))
+                     )):
+            raise ValueError(f"A StepGuard state holds a {name} whose rows, labels, "
+                             "logits and weights do not match.")
+        self.X, self.y, self.logits, self.weight = X, y, logits, weight
 
     def to(self, device):
         self.X, self.y = self.X.to(device), self.y.to(device)
         if self.logits is not None:
             self.logits = self.logits.to(device)
+        if self.weight is not None:
+            self.weight = self.weight.to(device)
 
 
 def _ring_slots(n_seen, n_rows, size):
@@ -151,6 +185,13 @@ class StepGuard(BaseEstimator):
     Scaled steps do not enter the calibration window, so a sustained attack
     cannot ramp the bound up, and, by default, their rows do not enter the
     probe.
+
+    With sample weights (the estimator's ``sample_weight``), the probe and
+    the recent rows keep each row's weight and ``D_step`` and ``dL`` are
+    weighted means over them; rows of weight 0 never enter either. A
+    measurement that is not finite (the step made the model's outputs NaN
+    or infinite) raises :class:`~dsc_sklearn.defence.discrepancy.NonFiniteError`
+    before it can enter the window, and the estimator undoes the call.
 
     Parameters
     ----------
@@ -334,6 +375,14 @@ class StepGuard(BaseEstimator):
         if len(self.probe_):
             after, after_recent = self._forward(net)
             discrepancy, loss_change, recent_change = self._measure(after, after_recent)
+            if not all(map(math.isfinite, (discrepancy, loss_change))) or (
+                    after_recent is not None and not math.isfinite(recent_change)):
+                # A NaN D_step would pass every bound and poison the median.
+                raise NonFiniteError(
+                    "The step guard measured a non-finite step (step discrepancy "
+                    f"{discrepancy}, probe loss change {loss_change}): the optimizer "
+                    "step made the model's outputs NaN or infinite."
+                )
             step.step_discrepancy = discrepancy
             bound = self._bound()
             harmful = loss_change > 0 and recent_change > 0
@@ -347,7 +396,8 @@ class StepGuard(BaseEstimator):
             if after_recent is not None:
                 self.recent_.logits = after_recent
         admitted = step.step_scale == 1.0 or (self.admit == "all" and step.step_scale > 0)
-        self._add_rows(net, step.X_train, step.y_train, trained=admitted)
+        self._add_rows(net, step.X_train, step.y_train, trained=admitted,
+                       weight=step.sample_weight_train)
         self._params = self._state = None
 
     def __getstate__(self):
@@ -405,8 +455,16 @@ class StepGuard(BaseEstimator):
 
     # -------------------------------------------------------------- probe
 
-    def _add_rows(self, net, X, y, trained):
-        """Let the batch's rows into the recent rows, and into the probe if it trained."""
+    def _add_rows(self, net, X, y, trained, weight=None):
+        """Let the batch's rows into the recent rows, and into the probe if it trained.
+
+        Rows of weight 0 enter neither (they are not trained on); the others
+        enter with their weight.
+        """
+        if weight is not None:
+            positive = weight.gt(0).nonzero().squeeze(1)
+            if len(positive) < len(X):
+                X, y, weight = X[positive], y[positive], weight[positive]
         if not len(X):
             return
         placements = []
@@ -430,13 +488,15 @@ class StepGuard(BaseEstimator):
         position = {row: i for i, row in enumerate(union)}
         union_index = to_device(union, X.device)
         X_new, y_new = X[union_index].detach(), y[union_index]
+        weight_new = None if weight is None else weight[union_index].detach()
         logits_new = _eval_logits(net, X_new)
         for probe, slots, rows in placements:
             if rows == union:  # one probe, or both take the same rows
-                probe.place(X_new, y_new, logits_new, slots)
+                probe.place(X_new, y_new, logits_new, slots, weight_new)
                 continue
             index = to_device([position[row] for row in rows], X.device)
-            probe.place(X_new[index], y_new[index], logits_new[index], slots)
+            probe.place(X_new[index], y_new[index], logits_new[index], slots,
+                        None if weight_new is None else weight_new[index])
 
     # -------------------------------------------------------------- state
 
@@ -497,6 +557,7 @@ class StepGuard(BaseEstimator):
          self.n_seen_recent_) = (counts[name] for name in names)
         self.window_ = deque(window, maxlen=self.window)
         self.probe_, self.recent_ = probe, recent
+        self._params = self._state = None  # what a step interrupted midway left
 
     def to(self, device):
         """Move the probes to ``device`` in place; return ``self``."""

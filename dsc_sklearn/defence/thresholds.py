@@ -30,6 +30,7 @@ import torch
 from .._torch import constant
 from ._state import check_count as _check_count
 from ._state import check_keys
+from .discrepancy import weighted_mean
 
 __all__ = [
     "AutoThreshold",
@@ -38,6 +39,7 @@ __all__ = [
     "ThresholdPolicy",
     "linear_schedule",
     "make_threshold",
+    "weighted_quantile",
 ]
 
 
@@ -76,6 +78,45 @@ def _window_quantile(window, largest, quantile):
     value = torch.lerp(top[k - 1], top[n - 1 - above], weight)
     # torch.quantile is NaN when any value is NaN; topk ranks NaN first.
     return torch.where(top[0].isnan(), top[0], value)
+
+
+def weighted_quantile(values, weight, quantile):
+    """The ``quantile`` of ``values`` with ``weight``, as a 0-d float32 tensor.
+
+    ``torch.quantile``'s linear interpolation, with each value counted
+    ``weight * n / weight.sum()`` times (``n``: the values of positive
+    weight): with equal weights it is ``torch.quantile`` of those values,
+    with integer weights close to the quantile of the values repeated
+    that many times, and it does not change when every weight is
+    multiplied by the same factor. Values of weight 0 do not count; when
+    no weight is positive the result is NaN.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsc_sklearn.defence.thresholds import weighted_quantile
+    >>> values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    >>> float(weighted_quantile(values, torch.ones(4), 0.5))
+    2.5
+    >>> float(weighted_quantile(values, torch.tensor([0.0, 1.0, 1.0, 0.0]), 1.0))
+    3.0
+    """
+    keep = weight > 0
+    values, weight = values[keep].float(), weight[keep].double()
+    n = values.numel()
+    if not n:
+        return torch.tensor(math.nan, device=values.device)
+    order = torch.argsort(values)
+    values, weight = values[order], weight[order]
+    cumulative = torch.cumsum(weight * (n / weight.sum()), 0)
+    rank = float(quantile) * (n - 1)
+    below, above = math.floor(rank), math.ceil(rank)
+    positions = torch.tensor([below, above], dtype=torch.float64, device=values.device)
+    index = torch.searchsorted(cumulative, positions, right=True).clamp_max(n - 1)
+    ends = values[index]
+    value = torch.lerp(ends[0], ends[1], rank - below)
+    # As torch.quantile: NaN when any value is NaN (argsort ranks NaN last).
+    return torch.where(values[-1].isnan(), values[-1], value)
 
 
 def _largest(values, k, quantile, window):
@@ -129,8 +170,19 @@ class ThresholdPolicy(ABC):
         """Boolean mask of the units whose statistic exceeds the threshold."""
         return statistic > self.current(statistic.device)
 
-    def update(self, statistic, flagged):
-        """Learn from one batch's statistics and flags."""
+    def update(self, statistic, flagged, sample_weight=None):
+        """Learn from one batch's statistics and flags.
+
+        Parameters
+        ----------
+        statistic : torch.Tensor of shape (n_units,)
+        flagged : torch.Tensor of bool, shape (n_units,)
+        sample_weight : torch.Tensor of shape (n_units,), default=None
+            The units' weights (the estimator's ``sample_weight``); ``None``
+            weighs every unit alike. The net passes it only when the batch
+            has weights, so a policy written without this keyword keeps
+            working on unweighted streams.
+        """
         self.n_updates_ += 1
 
     def state_dict(self):
@@ -273,6 +325,11 @@ class AutoThreshold(ThresholdPolicy):
     tensor([False,  True])
     """
 
+    #: The weights of the window's batches, aligned with ``_history``
+    #: (``None`` for an unweighted batch); ``None`` until a weighted batch
+    #: arrives, so an unweighted stream keeps the exact unweighted path.
+    _weights = None
+
     def __init__(self, quantile=0.99, window=20, warmup=10,
                  max_flagged_fraction=1.0):
         super().__init__()
@@ -291,14 +348,35 @@ class AutoThreshold(ThresholdPolicy):
             return constant(device, math.inf, torch.get_default_dtype())
         return self._value.to(device) if device is not None else self._value
 
-    def update(self, statistic, flagged):
-        """Add the batch to the calibration window and recompute the value."""
+    def update(self, statistic, flagged, sample_weight=None):
+        """Add the batch to the calibration window and recompute the value.
+
+        With ``sample_weight``, the quantile is weighted (see
+        :func:`weighted_quantile`; units of weight 0 do not count) and so is
+        the flagged fraction compared with ``max_flagged_fraction``.
+        """
         self.n_updates_ += 1
-        if self.max_flagged_fraction < 1 and flagged.float().mean() > self.max_flagged_fraction:
+        if self.max_flagged_fraction < 1 and (
+                weighted_mean(flagged.float(), sample_weight) > self.max_flagged_fraction):
             return
+        if sample_weight is not None and self._weights is None:
+            # The first weighted batch: the window's earlier batches weigh 1.
+            self._weights = deque([None] * len(self._history), maxlen=self.window)
         self._history.append(statistic.detach().float())
         self._largest.append(torch.empty(0))
-        self._value = _window_quantile(self._history, self._largest, self.quantile)
+        if self._weights is not None:
+            self._weights.append(None if sample_weight is None
+                                 else sample_weight.detach().float())
+        self._value = self._window_value(self._history, self._largest, self._weights)
+
+    def _window_value(self, history, largest, weights):
+        """The quantile of a window: weighted when a batch in it has weights."""
+        if weights is None or all(weight is None for weight in weights):
+            return _window_quantile(history, largest, self.quantile)
+        values = torch.cat(tuple(history))
+        weight = torch.cat([torch.ones_like(values) if weight is None else weight
+                            for values, weight in zip(history, weights)])
+        return weighted_quantile(values, weight, self.quantile)
 
     def state_dict(self):
         """The learned state: ``n_updates``, the ``window`` and its ``value``.
@@ -308,7 +386,10 @@ class AutoThreshold(ThresholdPolicy):
         state : dict
             ``n_updates`` (int), ``window`` (the admitted batches'
             statistics, oldest first, not copied) and ``value`` (the
-            threshold computed from them, a 0-d tensor, or ``None``).
+            threshold computed from them, a 0-d tensor, or ``None``); and,
+            only when a batch in the window has sample weights,
+            ``weights`` (aligned with ``window``: a 1-D float32 tensor, or
+            ``None`` for an unweighted batch).
 
         Examples
         --------
@@ -321,11 +402,14 @@ class AutoThreshold(ThresholdPolicy):
         >>> torch.equal(restored.current(), policy.current())
         True
         """
-        return {
+        state = {
             "n_updates": self.n_updates_,
             "window": list(self._history),
             "value": self._value,
         }
+        if self._weights is not None and any(w is not None for w in self._weights):
+            state["weights"] = list(self._weights)
+        return state
 
     def load_state_dict(self, state):
         """Restore the state of :meth:`state_dict`; the configuration stays.
@@ -340,7 +424,10 @@ class AutoThreshold(ThresholdPolicy):
             When an entry is missing or of the wrong type: the policy is
             then left as it was.
         """
-        self._check_keys(state, {"n_updates", "window", "value"})
+        if isinstance(state, dict) and "weights" in state:
+            self._check_keys(state, {"n_updates", "window", "value", "weights"})
+        else:
+            self._check_keys(state, {"n_updates", "window", "value"})
         n_updates = _check_count(state["n_updates"], "n_updates", self)
         window = state["window"]
         if not isinstance(window, (list, tuple)) or not all(
@@ -358,11 +445,29 @@ class AutoThreshold(ThresholdPolicy):
                 "in its window, which would switch detection off; the state is "
                 "corrupt or was edited."
             )
+        weights = state.get("weights")
+        if weights is not None:
+            if not isinstance(weights, (list, tuple)) or len(weights) != len(window) or not all(
+                    weight is None or (
+                        isinstance(weight, torch.Tensor) and weight.dtype == torch.float32
+                        and weight.shape == values.shape
+                        and bool((weight.isfinite() & (weight >= 0)).all()))
+                    for weight, values in zip(weights, window)):
+                raise ValueError(
+                    f"The state of an {type(self).__name__} holds weights that are not "
+                    "one list entry per batch of the window (None, or finite "
+                    "non-negative float32 weights, one per statistic); the state is "
+                    "corrupt or was edited."
+                )
+            weights = deque((None if weight is None else weight.detach().clone()
+                             for weight in weights[-self.window:]), maxlen=self.window)
         history = deque((values.detach().clone() for values in window), maxlen=self.window)
         largest = deque((torch.empty(0) for _ in history), maxlen=self.window)
-        value = _window_quantile(history, largest, self.quantile) if history else None
+        value = self._window_value(history, largest, weights) if history else None
         self.n_updates_, self._history, self._largest, self._value = (
             n_updates, history, largest, value)
+        if weights is not None or self._weights is not None:
+            self._weights = weights
 
     def to(self, device):
         """Move the window and the value to ``device`` in place; return ``self``."""
@@ -370,6 +475,9 @@ class AutoThreshold(ThresholdPolicy):
                               maxlen=self._history.maxlen)
         self._largest = deque((values.to(device) for values in self._largest),
                               maxlen=self._largest.maxlen)
+        if self._weights is not None:
+            self._weights = deque((None if weight is None else weight.to(device)
+                                   for weight in self._weights), maxlen=self._weights.maxlen)
         if self._value is not None:
             self._value = self._value.to(device)
         return self

@@ -144,9 +144,11 @@ def test_corrections_stay_in_the_epsilon_ball_and_the_bounds(
     )
     clf.partial_fit(X[:20], y[:20], classes=CLASSES)
     trained = []
+    # A training pass: training mode, with gradients (a mode-invariant module
+    # may serve the guard's no-grad passes without switching to eval mode).
     clf.module_.register_forward_pre_hook(
-        lambda module, args: trained.append(args[0].detach().clone()) if module.training
-        else None
+        lambda module, args: trained.append(args[0].detach().clone())
+        if module.training and torch.is_grad_enabled() else None
     )
     for start in (20, 40):
         del trained[:]

@@ -5,6 +5,7 @@ mismatched batches) live in ``test_classifier.py``; this file adds the rest.
 Every rejected call must leave the fitted state exactly as it was.
 """
 
+import copy
 import math
 
 import numpy as np
@@ -17,6 +18,8 @@ from dsc_sklearn import DiscrepancyAwareOnlineClassifier
 from dsc_sklearn.defence._persistence import estimator_state
 from dsc_sklearn.defence.modules import SmallCNN
 
+from _state import assert_same
+
 CLASSES = np.arange(10)
 SMALL = dict(hidden_layer_sizes=(16,), random_state=0)
 
@@ -26,24 +29,6 @@ def stream(clf, X, y, batch_size=100, classes=CLASSES):
         clf.partial_fit(X[start:start + batch_size], y[start:start + batch_size],
                         classes=classes)
     return clf
-
-
-def assert_same(a, b, where="state"):
-    """Exact recursive equality of two estimator_state payloads."""
-    if isinstance(a, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
-    elif isinstance(a, dict):
-        assert list(a) == list(b), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) and math.isnan(a):
-        assert math.isnan(b), where
-    else:
-        assert a == b, where
 
 
 @pytest.fixture
@@ -346,16 +331,20 @@ class FailsOnMark(nn.Module):
         return self.linear(X)
 
 
-def test_counters_match_the_chunks_that_trained_when_a_later_one_fails(digits):
+def test_a_chunk_that_fails_rolls_back_the_whole_call(digits):
+    # Issue 14: a call either completes or changes nothing, the chunks that
+    # trained before the failing one included.
     X, y = digits.X_train[:300].copy(), digits.y_train[:300]
     clf = DiscrepancyAwareOnlineClassifier(FailsOnMark, correction="none", random_state=0)
     clf.partial_fit(X[:100], y[:100], classes=CLASSES)
+    before = copy.deepcopy(estimator_state(clf))
     X[250, 0] = MARK
     with pytest.raises(RuntimeError, match="refused"):
         clf.partial_fit(X[100:300], y[100:300])  # the first chunk trains, the second fails
-    assert clf.n_batches_seen_ == 2 and clf.n_samples_seen_ == 200
-    assert [r["step"] for r in clf.stream_log_] == [1, 2]
+    assert clf.n_batches_seen_ == 1 and clf.n_samples_seen_ == 100
+    assert [r["step"] for r in clf.stream_log_] == [1]
     assert clf.last_flagged_.shape == (100,)
+    assert_same(before, estimator_state(clf))
 
 
 # --------------------------------------------- bad input changes nothing
