@@ -8,17 +8,23 @@ training configuration:
   and :class:`torch.nn.CrossEntropyLoss` on the same batches;
 - ``forward``: one eval-mode forward pass of that module per batch, without
   gradients: what the reference model's pass costs (``ratios.py`` only);
-- ``none``: ``correction="none"`` (plain training through the estimator);
-- ``dsc-without-flags``: the default DSC with ``threshold=1e9``, which
+- ``none``: every defence off (``correction="none", step_guard=None``):
+  plain training through the estimator;
+- ``default``: every default, which is ``correction="none"`` and
+  ``step_guard="auto"``: the step guard alone (a 256-row probe evaluated
+  after each optimizer step, one host synchronisation per batch);
+- ``dsc-without-flags``: DSC with ``threshold=1e9`` and no guard, which
   computes the discrepancy and flags nothing;
-- ``default``: every default, so ``threshold="auto"``, which flags about
-  1 % of the samples of a trained model's clean stream and corrects them;
-- ``dsc-with-correction``: ``threshold=0.0``, every sample flagged and
-  corrected (up to 10 steps).
+- ``dsc-auto``: DSC with ``threshold="auto"`` and no guard (the defaults of
+  0.1.0), which flags about 1 % of the samples of a trained model's clean
+  stream and corrects them;
+- ``dsc-with-correction``: DSC with ``threshold=0.0`` and no guard, every
+  sample flagged and corrected (up to 10 steps).
 
-Every trainer first trains plainly on ``PRETRAIN_BATCHES`` batches (an
-early model drifts fast: ``threshold="auto"`` then flags about 30 % of the
-samples, against about 1 % once trained), then runs ``WARMUP_BATCHES``
+Every trainer first trains plainly (every defence off) on
+``PRETRAIN_BATCHES`` batches (an early model drifts fast: ``threshold="auto"``
+then flags about 30 % of the samples, against about 1 % once trained), then
+runs ``WARMUP_BATCHES``
 batches through its configuration before it is timed. Set the environment
 variable ``DSC_BENCH_QUICK=1`` to shrink every workload to a single short run
 (``tests/test_benchmarks_smoke.py`` does), and ``DSC_BENCH_DEVICE=cuda`` to
@@ -42,13 +48,19 @@ N_FEATURES, N_CLASSES = 64, 10
 CLASSES = np.arange(N_CLASSES)
 LR, MOMENTUM = 0.1, 0.9
 
+#: Every defence off: how every trainer starts, and the ``none`` case.
+PLAIN = dict(correction="none", step_guard=None)
 #: Estimator parameters of each configuration (``raw`` is the torch loop).
 CONFIGS = {
-    "none": dict(correction="none"),
-    "dsc-without-flags": dict(threshold=1e9),
+    "none": dict(PLAIN),
     "default": dict(),
-    "dsc-with-correction": dict(threshold=0.0),
+    "dsc-without-flags": dict(correction="dsc", threshold=1e9, step_guard=None),
+    "dsc-auto": dict(correction="dsc", threshold="auto", step_guard=None),
+    "dsc-with-correction": dict(correction="dsc", threshold=0.0, step_guard=None),
 }
+#: The cases that calibrate something online and need the full warm-up.
+CALIBRATED = ("default", "dsc-auto")
+_DEFAULTS = DiscrepancyAwareOnlineClassifier().get_params()
 #: Every configuration, the torch loop first.
 CASES = ("raw", *CONFIGS)
 #: The cases of ``ratios.py``: those and the forward pass alone.
@@ -92,8 +104,17 @@ class ResNetStyle(nn.Module):
         return self.head(self.blocks(self.stem(X.reshape(-1, 1, 8, 8))))
 
 
+class MLP128x2(MLP):
+    """The hot-path issue's MLP: 64-128-128-10."""
+
+    def __init__(self, n_features=N_FEATURES, n_classes=N_CLASSES):
+        super().__init__(n_features, n_classes, hidden_layer_sizes=(128, 128))
+
+
 #: Modules benchmarked; the CNNs read the 64 features as a (1, 8, 8) image.
-MODULES = {"mlp": MLP, "cnn": SmallCNN, "resnet": ResNetStyle}
+#: ``mlp`` is the estimator's default (64-100-10), ``mlp-128-128`` the MLP
+#: of the hot-path issue.
+MODULES = {"mlp": MLP, "mlp-128-128": MLP128x2, "cnn": SmallCNN, "resnet": ResNetStyle}
 #: Modules the suites and ``ratios.py`` run unless told otherwise.
 DEFAULT_MODULES = ("mlp", "cnn")
 BATCH_SIZES = (32, 256, 1024)
@@ -107,7 +128,7 @@ WARMUP_BATCHES = 12 if QUICK else 30
 
 def warmup_batches(case):
     """Batches ``case`` goes through before it is timed."""
-    return 1 if QUICK and case != "default" else WARMUP_BATCHES
+    return 1 if QUICK and case not in CALIBRATED else WARMUP_BATCHES
 
 
 def digits_stream(n_rows, seed=0):
@@ -168,9 +189,9 @@ def make_trainer(case, module, batch_size, seed=0, pretrain=PRETRAIN_BATCHES,
                  warmup=None):
     """A trainer for ``case`` that has seen ``pretrain + warmup`` batches.
 
-    The first ``pretrain`` batches train plainly (``correction="none"``),
-    the next ``warmup`` (default: :func:`warmup_batches`) go through the
-    configuration of ``case``.
+    The first ``pretrain`` batches train plainly (:data:`PLAIN`: every
+    defence off), the next ``warmup`` (default: :func:`warmup_batches`) go
+    through the configuration of ``case``.
     """
     warmup = warmup_batches(case) if warmup is None else warmup
     X, y = digits_stream(batch_size * (pretrain + warmup), seed + 1)
@@ -184,13 +205,15 @@ def make_trainer(case, module, batch_size, seed=0, pretrain=PRETRAIN_BATCHES,
             trainer.module.eval()
         return trainer
     params = CONFIGS[case]
+    # What PLAIN switches off, as the case has it.
+    switched = {name: params.get(name, _DEFAULTS[name]) for name in PLAIN}
     trainer = DiscrepancyAwareOnlineClassifier(
         MODULES[module], batch_size=batch_size, random_state=seed, device=DEVICE,
-        **{**params, "correction": "none" if pretrain else params.get("correction", "dsc")},
+        **{**params, **(PLAIN if pretrain else switched)},
     )
     for i, chunk in enumerate(chunks):
         if i == pretrain:
-            trainer.set_params(correction=params.get("correction", "dsc"))
+            trainer.set_params(**switched)
         trainer.partial_fit(X[chunk], y[chunk], classes=CLASSES)
     return trainer
 

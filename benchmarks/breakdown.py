@@ -9,11 +9,18 @@ Four measurements, each side by side in interleaved rounds (medians):
    nothing (a net subclass, through the estimator's ``net_class``):
    validation, label encoding, logging;
 3. the time of each stage of the training step (the net's hooks, timed by
-   a subclass that overrides each one), for ``"none"`` and for
-   ``threshold=1e9`` (the discrepancy computed, nothing flagged), the gate
-   split into the reference pass and the statistic;
+   a subclass that overrides each one), for every defence off (``none``),
+   for the defaults (``default``: the step guard alone, its own stages
+   timed by a :class:`~dsc_sklearn.defence.guards.StepGuard` subclass) and
+   for DSC with ``threshold=1e9`` (``no-flags``: the discrepancy computed,
+   nothing flagged), the gate split into the reference pass and the
+   statistic; each trainer is warmed up as in ``ratios.py`` and fed fresh
+   batches;
 4. the reference logits of 16 snapshots in one vmapped call against a
-   Python loop over the same snapshots.
+   Python loop over the same snapshots;
+5. the input validation of one ``partial_fit`` call on a plain float32
+   batch: scikit-learn's ``validate_data`` against the estimator's fast
+   path, which gives the same arrays.
 
 Nothing is patched: the measurements subclass the net and the estimator.
 
@@ -28,14 +35,20 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from sklearn.utils.validation import validate_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _workloads import (  # noqa: E402
     CLASSES,
+    CONFIGS,
     DEVICE,
     MODULES,
+    PLAIN,
+    PRETRAIN_BATCHES,
+    WARMUP_BATCHES,
     BatchCycler,
     digits_stream,
     fitted_classifier,
@@ -45,8 +58,10 @@ from _workloads import (  # noqa: E402
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier  # noqa: E402
 from dsc_sklearn._torch import call_with_state, eval_mode  # noqa: E402
 from dsc_sklearn.defence import DiscrepancyAwareNet  # noqa: E402
+from dsc_sklearn.defence._classifier import _validated_batch  # noqa: E402
 from dsc_sklearn.defence._net import LOG_FIELDS  # noqa: E402
 from dsc_sklearn.defence.discrepancy import STATISTICS  # noqa: E402
+from dsc_sklearn.defence.guards import StepGuard  # noqa: E402
 from ratios import CLOCKS, _interleaved, machine  # noqa: E402
 
 __all__ = ["main"]
@@ -84,7 +99,8 @@ class _NoOpStepNet(DiscrepancyAwareNet):
         X = batch[0]
         return {"loss": None, "y_pred": None,
                 "record": torch.zeros(len(LOG_FIELDS), device=X.device),
-                "flagged": torch.zeros(len(X), dtype=torch.bool, device=X.device)}
+                "flagged": torch.zeros(len(X), dtype=torch.bool, device=X.device),
+                "non_finite": torch.zeros((), device=X.device)}
 
 
 class _NoOpStepClassifier(DiscrepancyAwareOnlineClassifier):
@@ -94,7 +110,7 @@ class _NoOpStepClassifier(DiscrepancyAwareOnlineClassifier):
 def call_overhead(module, batch_size, rounds, clock, batches_per_call=8):
     """``partial_fit`` of ``batches_per_call`` batches around a no-op step, ms."""
     clf = _NoOpStepClassifier(MODULES[module], batch_size=batch_size, device=DEVICE,
-                              correction="none", random_state=0)
+                              random_state=0, **PLAIN)
     X, y = BatchCycler(batch_size * batches_per_call)()
     clf.partial_fit(X, y, classes=CLASSES)
     times = _interleaved({"partial_fit": lambda: clf.partial_fit(X, y)}, rounds, 10, clock)
@@ -149,26 +165,72 @@ class _TimedNet(DiscrepancyAwareNet):
             for _, name in self.gate_policies()])
 
 
+class _TimedGuard(StepGuard):
+    """A step guard whose stages the net times (nested in ``optimizer_step``)."""
+
+    def before_step(self, net, step):
+        self._timing_net = net
+        net._timed("guard: before_step",
+                   lambda: super(_TimedGuard, self).before_step(net, step))
+
+    def after_step(self, net, step):
+        net._timed("guard: after_step",
+                   lambda: super(_TimedGuard, self).after_step(net, step))
+
+    def _forward(self, net):
+        return net._timed("guard: probe forward",
+                          lambda: super(_TimedGuard, self)._forward(net))
+
+    def _measure(self, *args):
+        return self._timing_net._timed("guard: measure (one sync)",
+                                       lambda: super(_TimedGuard, self)._measure(*args))
+
+    def _add_rows(self, net, *args, **kwargs):
+        return net._timed("guard: add rows",
+                          lambda: super(_TimedGuard, self)._add_rows(net, *args, **kwargs))
+
+
 class _TimedClassifier(DiscrepancyAwareOnlineClassifier):
     net_class = _TimedNet
 
 
-def stage_times(module, batch_size, rounds, clock):
-    """Median ms per batch of each stage, for ``"none"`` and ``threshold=1e9``."""
-    X, y = (torch.as_tensor(a) for a in digits_stream(batch_size, seed=7))
+#: The cases of measurement 3, as in ``_workloads.CONFIGS``.
+STAGE_CASES = {"none": CONFIGS["none"], "default": dict(step_guard=_TimedGuard()),
+               "no-flags": CONFIGS["dsc-without-flags"]}
+
+
+def _timed_trainer(module, batch_size, params, pretrain=PRETRAIN_BATCHES,
+                   warmup=WARMUP_BATCHES):
+    """A timed classifier trained as ``_workloads.make_trainer`` trains its own."""
+    clf = _TimedClassifier(MODULES[module], batch_size=batch_size, device=DEVICE,
+                           random_state=0, **{**params, **PLAIN})
+    switched = {name: params.get(name, clf.get_params()[name]) for name in PLAIN}
+    X, y = digits_stream(batch_size * (pretrain + warmup), seed=1)
+    for i, start in enumerate(range(0, len(y), batch_size)):
+        if i == pretrain:
+            clf.set_params(**switched)
+        clf.partial_fit(X[start:start + batch_size], y[start:start + batch_size],
+                        classes=CLASSES)
+    return clf
+
+
+def stage_times(module, batch_size, rounds, clock, cases=tuple(STAGE_CASES)):
+    """Median ms per batch of each stage, for each case of :data:`STAGE_CASES`."""
+    cycler = BatchCycler(batch_size, n_chunks=16, seed=7)
+    batches = [tuple(torch.as_tensor(a, device=DEVICE) for a in cycler()) for _ in range(16)]
     results = {}
-    for case, params in (("none", {"correction": "none"}), ("no-flags", {"threshold": 1e9})):
-        clf = _TimedClassifier(MODULES[module], batch_size=batch_size, device=DEVICE,
-                               random_state=0, **params)
-        clf.partial_fit(*digits_stream(batch_size * 2, seed=3), classes=CLASSES)
-        net, samples = clf.net_, {}
+    for case in cases:
+        net, samples = _timed_trainer(module, batch_size, STAGE_CASES[case]).net_, {}
         net.clock = CLOCKS[clock]
         for _ in range(rounds):
             net.stage_times_ = {}
-            for _ in range(20):
-                net.train_step((X, y))
+            start = net.clock()
+            for batch in batches:
+                net.train_step(batch)
+            synchronize()
+            samples.setdefault("train_step", []).append((net.clock() - start) / len(batches))
             for name, seconds in net.stage_times_.items():
-                samples.setdefault(name, []).append(seconds / 20)
+                samples.setdefault(name, []).append(seconds / len(batches))
         results[case] = _medians(samples)
     return results
 
@@ -187,6 +249,21 @@ def vmap_against_loop(module, batch_size, rounds, clock, history_size=16):
     times = _interleaved({"vmap": lambda: buffer.reference_logits(live, X, "mean"),
                           "loop": loop}, rounds, 5, clock)
     return _medians(times), _ratios(times, "vmap")
+
+
+def validation(module, batch_size, rounds, clock, batches_per_call=1):
+    """The checks of one call: ``validate_data`` against the fast path, ms."""
+    clf = make_trainer("none", module, batch_size, pretrain=0, warmup=1)
+    X, y = BatchCycler(batch_size * batches_per_call)()
+    fast = _validated_batch(clf, X, y, reset=False)
+    slow = validate_data(clf, X, y, dtype=np.float32, force_writeable=True, reset=False)
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow))
+    times = _interleaved({
+        "validate_data": lambda: validate_data(clf, X, y, dtype=np.float32,
+                                               force_writeable=True, reset=False),
+        "fast path": lambda: _validated_batch(clf, X, y, reset=False),
+    }, rounds, 50, clock)
+    return _medians(times)
 
 
 def _parser():
@@ -218,10 +295,13 @@ def main(argv=None):
     _show("   ratio to raw", ratios, "")
     _show("2. partial_fit of 8 batches around a no-op step", call_overhead(*options))
     for case, ms in stage_times(*options).items():
-        _show(f"3. stages of a {case} step", ms)
+        _show(f"3. stages of a {case} step (the guard's nested in optimizer_step, "
+              "its sub-stages in after_step)" if case == "default"
+              else f"3. stages of a {case} step", ms)
     ms, ratios = vmap_against_loop(*options)
     _show("4. 16 snapshots", ms)
     _show("   ratio to vmap", ratios, "")
+    _show("5. input validation of one call", validation(*options))
 
 
 if __name__ == "__main__":
