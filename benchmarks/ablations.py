@@ -88,6 +88,12 @@ GUARD_VARIANTS = {
     "guard recent judge 256": _guard(recent_size=256),
     "guard strict recent judge 128": _guard(rule="strict", recent_size=128),
     "guard + DSC": {"correction": "dsc", "step_guard": StepGuard()},
+    # The loss gate alone (the discrepancy gate never fires) drops flagged
+    # batches in front of the guard.
+    "guard + loss gate": {**BATCH_DROP, "threshold": 1e9, "loss_threshold": "auto",
+                          "step_guard": StepGuard()},
+    "guard + loss gate excl": {**BATCH_DROP, "threshold": 1e9, "loss_threshold": EXCLUDING,
+                               "step_guard": StepGuard()},
 }
 
 VARIANTS = {
