@@ -32,7 +32,7 @@ from .protocol import (
     run_drift_protocol,
     run_stream_protocol,
 )
-from .report import adaptive_results, attack_results, drift_results, stream_results
+from .report import ST_BASELINE_ATTACKS, adaptive_results, attack_results, drift_results, stream_results
 from ..defence.modules import SmallCNN
 from ..defence.thresholds import linear_schedule
 
@@ -122,7 +122,6 @@ QUICK_BENCHMARKS = ("digits-mlp",)
 QUICK_DRIFTS = tuple(DRIFTS)
 
 # Attacks that run only against plain training, as baselines of the attack.
-_ST_BASELINE_ATTACKS = ("noise", "trigger_only")
 _MLP_WIDTHS = (128, 128)
 
 
@@ -335,7 +334,7 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
     if unknown:
         raise ValueError(f"Unknown attacks or drifts {unknown}; attacks are {ATTACKS}, "
                          f"drifts {DRIFT_NAMES}.")
-    baselines = _ST_BASELINE_ATTACKS if "accumulative" in attacks else ()
+    baselines = ST_BASELINE_ATTACKS if "accumulative" in attacks else ()
     jobs = [
         (benchmark, defence, params, attack, seed)
         for benchmark in benchmarks

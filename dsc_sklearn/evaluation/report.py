@@ -35,6 +35,9 @@ from typing import Callable
 
 import numpy as np
 
+# The attack's own baselines, run against plain training only.
+ST_BASELINE_ATTACKS = ("noise", "trigger_only")
+
 __all__ = [
     "ADAPTIVE_COLUMNS",
     "ATTACK_COLUMNS",
@@ -395,7 +398,7 @@ def adaptive_results(records):
 ['DSC-default', '1', '90.0 ± 0.0', '**80.0 ± 0.0**', '80.0', '0.0 ± 0.0', '25.0 ± 0.0']]
     """
     runs = [r for r in _with_clean_cost(records)
-            if r["attack"] not in ("noise", "trigger_only")]
+            if r["attack"] not in ST_BASELINE_ATTACKS]
     groups = _groups(runs)  # keyed (benchmark, defence, attack), in the records' order
     benchmarks = list(dict.fromkeys(benchmark for benchmark, _, _ in groups))
     attacks = list(dict.fromkeys(attack for _, _, attack in groups))
@@ -446,7 +449,7 @@ def stream_results(records, benchmarks=None):
     """
     runs = [r for r in records if benchmarks is None or r["benchmark"] in benchmarks]
     attacks = [a for a in dict.fromkeys(r["attack"] for r in runs)
-               if not a.startswith("drift-") and a not in ("noise", "trigger_only")]
+               if not a.startswith("drift-") and a not in ST_BASELINE_ATTACKS]
     attacked = [r for r in runs if not r["attack"].startswith("drift-")]
     costs = {id(r): costed for r, costed in zip(attacked, _with_clean_cost(attacked))}
     first = attacks[0] if attacks else None
@@ -688,7 +691,7 @@ def write_report(records, output_dir, *, command, settings=None, figures=(), wal
     if any(r["attack"].startswith("drift-") for r in records):
         tables.append(drift_results(records))
     attacks = {r["attack"] for r in records if not r["attack"].startswith("drift-")}
-    if len(attacks - {"noise", "trigger_only"}) > 1:
+    if len(attacks - set(ST_BASELINE_ATTACKS)) > 1:
         tables.append(adaptive_results(records))
     if any(r["benchmark"] in stream_benchmarks for r in records):
         tables.append(stream_results(records, stream_benchmarks))
