@@ -31,9 +31,11 @@ Run it from the repository root::
 """
 
 import argparse
+import dataclasses
 import statistics
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -61,7 +63,7 @@ from dsc_sklearn.defence import DiscrepancyAwareNet  # noqa: E402
 from dsc_sklearn.defence._classifier import _validated_batch  # noqa: E402
 from dsc_sklearn.defence._net import LOG_FIELDS  # noqa: E402
 from dsc_sklearn.defence.discrepancy import STATISTICS  # noqa: E402
-from dsc_sklearn.defence.guards import StepGuard  # noqa: E402
+from dsc_sklearn.defence.guards import GuardContext, StepGuard  # noqa: E402
 from ratios import CLOCKS, _interleaved, machine  # noqa: E402
 
 __all__ = ["main"]
@@ -130,6 +132,10 @@ class _TimedNet(DiscrepancyAwareNet):
         self.stage_times_ = {}
         return super().initialize()
 
+    def guard_context(self):
+        context = super().guard_context()
+        return _TimedContext(**vars(context), timed=self._timed)
+
     def _timed(self, name, call):
         synchronize()
         start = self.clock()
@@ -165,29 +171,36 @@ class _TimedNet(DiscrepancyAwareNet):
             for _, name in self.gate_policies()])
 
 
+@dataclasses.dataclass(frozen=True)
+class _TimedContext(GuardContext):
+    """A guard context that also carries the net's stage timer."""
+
+    timed: Callable = None
+
+
 class _TimedGuard(StepGuard):
     """A step guard whose stages the net times (nested in ``optimizer_step``)."""
 
-    def before_step(self, net, step):
-        self._timing_net = net
-        net._timed("guard: before_step",
-                   lambda: super(_TimedGuard, self).before_step(net, step))
+    def before_step(self, context, step):
+        self._timed = context.timed
+        context.timed("guard: before_step",
+                      lambda: super(_TimedGuard, self).before_step(context, step))
 
-    def after_step(self, net, step):
-        net._timed("guard: after_step",
-                   lambda: super(_TimedGuard, self).after_step(net, step))
+    def after_step(self, context, step):
+        context.timed("guard: after_step",
+                      lambda: super(_TimedGuard, self).after_step(context, step))
 
-    def _forward(self, net):
-        return net._timed("guard: probe forward",
-                          lambda: super(_TimedGuard, self)._forward(net))
+    def _forward(self, context):
+        return context.timed("guard: probe forward",
+                             lambda: super(_TimedGuard, self)._forward(context))
 
     def _measure(self, *args):
-        return self._timing_net._timed("guard: measure (one sync)",
-                                       lambda: super(_TimedGuard, self)._measure(*args))
+        return self._timed("guard: measure (one sync)",
+                           lambda: super(_TimedGuard, self)._measure(*args))
 
-    def _add_rows(self, net, *args, **kwargs):
-        return net._timed("guard: add rows",
-                          lambda: super(_TimedGuard, self)._add_rows(net, *args, **kwargs))
+    def _add_rows(self, context, *args, **kwargs):
+        return context.timed("guard: add rows", lambda: super(_TimedGuard, self)._add_rows(
+            context, *args, **kwargs))
 
 
 class _TimedClassifier(DiscrepancyAwareOnlineClassifier):

@@ -938,6 +938,12 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         return self.net_.snapshots_.snapshots
 
     @property
+    def step_guard_(self):
+        """BaseGuard or None: the fitted step guard (``net_.step_guard_``)."""
+        check_is_fitted(self)
+        return self.net_.step_guard_
+
+    @property
     def threshold_(self):
         """float: the threshold in force (``inf`` during the warm-up)."""
         check_is_fitted(self)

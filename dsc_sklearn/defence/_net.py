@@ -21,6 +21,7 @@ from .discrepancy import (
     reduce_snapshots,
     weighted_mean,
 )
+from .guards import BaseGuard, GuardContext
 from .history import SnapshotBuffer
 from .modules import MLP, SmallCNN
 
@@ -142,8 +143,9 @@ class Step:
     loss : torch.Tensor
         The training loss (NaN when nothing was trained on).
     step_discrepancy, step_scale : float
-        What the step guard measured and the scale it kept (NaN without a
-        guard or without a step).
+        What the step guard measured (the first guard of a chain that
+        measured the step) and the fraction of the step the guards kept,
+        the product of each one's (NaN without a guard or without a step).
     sample_weight, sample_weight_train : torch.Tensor or None
         The rows' sample weights, of ``X`` and of ``X_train`` (a correction
         that keeps a subset of the rows keeps their weights); ``None`` for
@@ -235,23 +237,36 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         )
         self.snapshots_ = SnapshotBuffer(self.history_size, self.snapshot_every)
         self.snapshots_.snapshot(self.module_)
+        self.mode_invariant_ = is_mode_invariant(self.module_)
         self._built_from_ = {}
         for param in DEFENCE_PARAMETERS:
             if param.build is not None:
                 self._build(param, getattr(self, param.name))
-        self.mode_invariant_ = is_mode_invariant(self.module_)
         self._register_device_state()
         return self
 
     def _build(self, param, value):
         """Build the component of a defence parameter; start it if it starts."""
         component = param.build(value)
-        if hasattr(component, "start"):
-            component.start(self)
+        if isinstance(component, BaseGuard):
+            component.start(self.guard_context())
         setattr(self, param.component, component)
         # A configured object (a StepGuard) may change in place through the
         # estimator's nested set_params: remember what it was built from.
         self._built_from_[param.name] = _configuration(value)
+
+    def guard_context(self):
+        """The narrow view of the net that a step guard's hooks receive.
+
+        Returns
+        -------
+        context : ~dsc_sklearn.defence.guards.GuardContext
+            The module, the optimizer, the device, the generator, the
+            eval-mode forward pass and the label encoding.
+        """
+        return GuardContext(module=self.module_, optimizer=self.optimizer_,
+                            device=torch.device(self.device), generator=self.generator_,
+                            forward=self._eval_logits, encode_labels=self.encode_labels)
 
     def encode_labels(self, y):
         """Encode labels as the training step sees them (``0 .. n_classes - 1``).
@@ -541,7 +556,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             return
         guard = self.step_guard_
         if guard is not None:
-            guard.before_step(self, step)
+            context = self.guard_context()
+            guard.before_step(context, step)
         self.optimizer_.zero_grad()
         loss = self.training_loss(step)
         loss.backward()
@@ -553,7 +569,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         step.loss = loss.detach()
         step.trained = True
         if guard is not None:
-            guard.after_step(self, step)
+            step.step_scale, step.step_discrepancy = 1.0, math.nan
+            guard.after_step(context, step)
 
     def snapshot(self, step):
         """Count the training batch in the buffer's clock; snapshot when due."""
@@ -697,8 +714,11 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
 
     def _eval_logits(self, X):
         """Eval-mode logits of the current model, without gradients."""
-        with torch.no_grad(), eval_mode(self.module_):
-            return self.module_(X)
+        with torch.no_grad():
+            if self.mode_invariant_:
+                return self.module_(X)  # the same function in either mode
+            with eval_mode(self.module_):
+                return self.module_(X)
 
     def _training_logits(self, step):
         """Training-mode logits of ``X_train``; ``None`` when it is empty.

@@ -32,7 +32,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .correction import CORRECTIONS, make_correction
 from .discrepancy import REFERENCES
-from .guards import StepGuard, make_step_guard
+from .guards import BaseGuard, make_step_guard
 from .thresholds import ThresholdPolicy, make_threshold
 
 __all__ = [
@@ -125,7 +125,7 @@ PARAMETERS = (
     Parameter("check_input_bounds", "raise", (StrOptions({"raise", "clip", "ignore"}),)),
     Parameter("loss_threshold", None, (None,) + _THRESHOLD,
               component="loss_threshold_policy_", build=_optional_threshold, stateful=True),
-    Parameter("step_guard", "auto", (None, StrOptions({"auto"}), StepGuard),
+    Parameter("step_guard", "auto", (None, StrOptions({"auto"}), BaseGuard),
               component="step_guard_", build=make_step_guard, stateful=True),
     Parameter("callbacks", None, (None, list), "estimator"),
     Parameter("device", "auto", (str, torch.device), "estimator"),

@@ -16,6 +16,12 @@ refusing the batch. Clean steps pass untouched, so the guard costs no
 accuracy on a clean stream, and no single batch can do more damage than a
 clean step does.
 
+Every guard is a :class:`BaseGuard`: hooks that run around each optimizer
+step and see the net only through a :class:`GuardContext`. Guards compose
+with :class:`GuardChain`, and each says what it decided about the last step
+in :class:`GuardDecision` records (:meth:`BaseGuard.decisions`), which the
+adaptive attacks read on a copy of the victim.
+
 The guard is this library's extension of Zhu et al. (ICML 2023), not part
 of the paper; it is related to Zeno (Xie et al., ICML 2019) and FLTrust
 (Cao et al., NDSS 2021), which score an update by its effect on a small
@@ -23,10 +29,13 @@ trusted batch, and to trust-region methods that bound the KL divergence
 between successive models (TRPO, Schulman et al., ICML 2015).
 """
 
+import dataclasses
 import math
 import numbers
 import statistics
 from collections import deque
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,10 +44,17 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import check_array, column_or_1d
 from torch.nn.functional import cross_entropy
 
-from .._torch import eval_mode, to_device
+from .._torch import to_device
 from .discrepancy import NonFiniteError, memorization_discrepancy, weighted_mean
 
-__all__ = ["StepGuard", "make_step_guard"]
+__all__ = [
+    "BaseGuard",
+    "GuardChain",
+    "GuardContext",
+    "GuardDecision",
+    "StepGuard",
+    "make_step_guard",
+]
 
 _PROBES = ("reservoir", "recent")
 _RULES = ("harmful", "bound", "strict")
@@ -163,7 +179,243 @@ def _reservoir_slots(n_seen, n_rows, size, generator):
     return slots.tolist(), rows[::-1][last].tolist()
 
 
-class StepGuard(BaseEstimator):
+@dataclass(frozen=True)
+class GuardContext:
+    """What a guard may use of the net it watches.
+
+    The net builds one for each hook call (:meth:`BaseGuard.start`,
+    :meth:`BaseGuard.before_step`, :meth:`BaseGuard.after_step`); a guard
+    sees the training through it and never through the net itself.
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The module being trained. A guard may write its parameters in place
+        (to pull a step back), nothing else.
+    optimizer : torch.optim.Optimizer
+        The module's optimizer. A guard may rewrite its per-parameter state
+        (to scale the momentum of a step it pulled back).
+    device : torch.device
+        Where the module and the batches live.
+    generator : torch.Generator
+        The net's seeded generator: a guard that samples draws its own seed
+        from it, so that a seeded estimator is reproducible.
+    forward : callable
+        ``forward(X)``: the current module's eval-mode logits of the tensor
+        ``X``, without gradients.
+    encode_labels : callable
+        ``encode_labels(y)``: labels as passed to ``partial_fit``, as the
+        training step's integer codes ``0 .. n_classes - 1`` (a trusted
+        probe's labels need it); raises ``ValueError`` on an unknown label.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsc_sklearn.defence.guards import GuardContext
+    >>> module = torch.nn.Linear(4, 3)
+    >>> context = GuardContext(
+    ...     module=module, optimizer=torch.optim.SGD(module.parameters(), lr=0.1),
+    ...     device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+    ...     forward=module, encode_labels=lambda y: y)
+    >>> [tuple(p.shape) for p in context.parameters]
+    [(3, 4), (3,)]
+    """
+
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    generator: torch.Generator
+    forward: Callable
+    encode_labels: Callable
+
+    @property
+    def parameters(self):
+        """list of torch.nn.Parameter: the parameters the optimizer steps, in its order."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    """What a guard decided about one optimizer step.
+
+    Attributes
+    ----------
+    guard : str
+        The class name of the guard that decided.
+    statistic : float
+        How far the step moved the model by the guard's measure (for
+        :class:`StepGuard`, ``D_step`` on its probe), before any pull-back.
+    bound : float
+        The bound the statistic was held to (``inf`` while the guard
+        calibrates).
+    loss_change : float
+        The change of the guard's probe loss the step caused.
+    harmful : bool
+        Whether the guard's rule counts the step as harmful (a step that is
+        too large and harmful is pulled back; under a rule that bounds every
+        step, every step counts as harmful).
+    scale : float, default=1.0
+        The fraction of the step the guard kept: 1 for a step it let pass,
+        0 for a refused batch.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.defence.guards import GuardDecision
+    >>> decision = GuardDecision("StepGuard", statistic=0.3, bound=0.1,
+    ...                          loss_change=0.05, harmful=True)
+    >>> decision.too_large, decision.acts
+    (True, True)
+    """
+
+    guard: str
+    statistic: float
+    bound: float
+    loss_change: float
+    harmful: bool
+    scale: float = 1.0
+
+    @property
+    def too_large(self):
+        """bool: whether the statistic exceeds the bound."""
+        return self.statistic > self.bound
+
+    @property
+    def acts(self):
+        """bool: whether the guard must pull the step back (too large and harmful)."""
+        return self.too_large and self.harmful
+
+
+class BaseGuard(BaseEstimator):
+    """Base class of the guards that watch each optimizer step.
+
+    A guard is a scikit-learn estimator whose parameters are its
+    configuration; the estimator's ``step_guard`` parameter takes one, and
+    the net trains with a clone of it, its ``step_guard_``. The net calls
+    the hooks below, each a no-op here; a subclass overrides those it
+    needs. Every hook receives a :class:`GuardContext`, never the net.
+
+    - :meth:`start` once, when the net is initialised (and when the guard
+      is replaced mid-stream);
+    - :meth:`before_step` before the gradient of each training batch;
+    - :meth:`after_step` after the optimizer's step: the guard may pull
+      the step back (write the module's parameters and the optimizer's
+      state) and must then multiply ``step.step_scale`` by the fraction it
+      kept;
+    - :meth:`state_dict` and :meth:`load_state_dict` for checkpoints, the
+      undo of a failed call and pickling (the configuration is never part
+      of the state);
+    - :meth:`decisions`: what it decided about the last step, for logs and
+      for the adaptive attacks.
+
+    Examples
+    --------
+    A guard that counts the steps whose training loss exceeds a level:
+
+    >>> from sklearn.datasets import load_digits
+    >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+    >>> from dsc_sklearn.defence.guards import BaseGuard
+    >>> class LossCounter(BaseGuard):
+    ...     def __init__(self, level=1.0):
+    ...         self.level = level
+    ...     def start(self, context):
+    ...         self.n_high_ = 0
+    ...         return super().start(context)
+    ...     def after_step(self, context, step):
+    ...         self.n_high_ += float(step.loss) > self.level
+    ...     def state_dict(self):
+    ...         return {"n_high": self.n_high_}
+    ...     def load_state_dict(self, state):
+    ...         self.n_high_ = state["n_high"]
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = DiscrepancyAwareOnlineClassifier(step_guard=LossCounter(level=0.0),
+    ...                                        random_state=0)
+    >>> clf = clf.partial_fit(X[:300] / 16, y[:300], classes=range(10))
+    >>> clf.step_guard_.n_high_
+    3
+    """
+
+    _parameter_constraints: dict = {}
+
+    def start(self, context):
+        """Start watching a net: validate the parameters, set up the state.
+
+        Parameters
+        ----------
+        context : GuardContext
+            The net's module, optimizer, device, generator and helpers.
+
+        Returns
+        -------
+        self : BaseGuard
+        """
+        self._validate_params()
+        return self
+
+    def before_step(self, context, step):
+        """Called before the gradient of each training batch.
+
+        Parameters
+        ----------
+        context : GuardContext
+        step : dsc_sklearn.defence._net.Step
+            The batch as the earlier stages left it (``X_train``,
+            ``y_train``, ``sample_weight_train``).
+        """
+
+    def after_step(self, context, step):
+        """Called after the optimizer's step; may pull the step back.
+
+        Parameters
+        ----------
+        context : GuardContext
+        step : dsc_sklearn.defence._net.Step
+            The step, with its ``loss``. A guard that pulls the step back
+            multiplies ``step.step_scale`` by the fraction it kept; a guard
+            that measures the step may set ``step.step_discrepancy``.
+        """
+
+    def decisions(self):
+        """What the guard decided about the last step.
+
+        Returns
+        -------
+        decisions : list of GuardDecision
+            Empty when the guard decided nothing (the base class, or a
+            guard that could not measure the step yet).
+        """
+        return []
+
+    def state_dict(self):
+        """The guard's learned state (tensors and plain Python values).
+
+        Returns
+        -------
+        state : dict
+            Empty for a guard without state.
+        """
+        return {}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s state; the configuration stays this guard's.
+
+        Raises
+        ------
+        ValueError
+            When ``state`` does not hold this guard's entries.
+        """
+        if state != {}:
+            raise ValueError(
+                f"{type(self).__name__} keeps no state, but the state given has the "
+                f"entries {sorted(state) if isinstance(state, dict) else state!r}: it "
+                "belongs to another guard."
+            )
+
+    def to(self, device):
+        """Move the guard's tensors to ``device`` in place; return ``self``."""
+        return self
+
+
+class StepGuard(BaseGuard):
     """Bound the step discrepancy of every optimizer step.
 
     After each optimizer step of the net, the guard measures on its probe
@@ -249,11 +501,15 @@ class StepGuard(BaseEstimator):
         Batches it refused.
     window_ : collections.deque of float
         The step discrepancies of recent unscaled steps.
+    last_decision_ : GuardDecision or None
+        The decision about the last step (:meth:`judge`, with the scale
+        kept); ``None`` while the probe was empty.
 
     See Also
     --------
     DiscrepancyAwareOnlineClassifier : Its ``step_guard`` parameter takes a
-        ``StepGuard``.
+        guard.
+    GuardChain : Runs several guards around each step.
 
     Examples
     --------
@@ -266,7 +522,7 @@ class StepGuard(BaseEstimator):
     >>> for start in range(0, 1000, 100):
     ...     clf = clf.partial_fit(X[start:start + 100] / 16, y[start:start + 100],
     ...                           classes=range(10))
-    >>> clf.net_.step_guard_.n_steps_
+    >>> clf.step_guard_.n_steps_
     10
     >>> record = clf.stream_log_[-1]
     >>> record["step_scale"], record["step_discrepancy"] > 0
@@ -304,28 +560,28 @@ class StepGuard(BaseEstimator):
 
     # ------------------------------------------------------------ set-up
 
-    def start(self, net):
+    def start(self, context):
         """Validate the parameters and start with an empty probe and window.
 
         Parameters
         ----------
-        net : DiscrepancyAwareNet
-            The net the guard watches, with its module, optimizer and
-            generator initialised; its ``encode_labels`` encodes a trusted
-            probe's labels.
+        context : GuardContext
+            The net's module, optimizer and generator; its ``encode_labels``
+            encodes a trusted probe's labels.
 
         Returns
         -------
         self : StepGuard
         """
         self._validate_params()
-        device = torch.device(net.device)
-        seed = (int(torch.randint(2**31 - 1, (1,), generator=net.generator_))
+        device = torch.device(context.device)
+        seed = (int(torch.randint(2**31 - 1, (1,), generator=context.generator))
                 if self.random_state is None else self.random_state)
         self.generator_ = torch.Generator().manual_seed(seed)
         self.n_steps_ = self.n_scaled_ = self.n_refused_ = 0
         self.n_seen_ = self.n_seen_recent_ = 0
         self.window_ = deque(maxlen=self.window)
+        self.last_decision_ = None
         empty = (torch.empty(0, 0, device=device),
                  torch.empty(0, dtype=torch.long, device=device))
         self.probe_ = _Probe(*empty)
@@ -340,12 +596,12 @@ class StepGuard(BaseEstimator):
                     f"rows; got {len(X)} rows and {len(y)} labels."
                 )
             self.probe_ = _Probe(torch.as_tensor(X, device=device),
-                                 torch.as_tensor(net.encode_labels(y), device=device))
+                                 torch.as_tensor(context.encode_labels(y), device=device))
         return self
 
     # ------------------------------------------------------- during a step
 
-    def before_step(self, net, step):
+    def before_step(self, context, step):
         """Keep the weights and optimizer state the step starts from.
 
         They are copied into the buffers of the previous step (one
@@ -353,27 +609,28 @@ class StepGuard(BaseEstimator):
         cloned anew at every step.
         """
         params, state = self.__dict__.get("_step_buffers", (None, None))
-        params = _copies(params, [p.detach() for p in _parameters(net)])
-        keys, tensors = _state_items(net.optimizer_)
+        params = _copies(params, [p.detach() for p in context.parameters])
+        keys, tensors = _state_items(context.optimizer)
         state = _copies(state, tensors)
         self._step_buffers = params, state
         self._params, self._state = params, dict(zip(keys, state))
         for probe in (self.probe_, self.recent_):
             if probe.logits is None and len(probe):
-                probe.logits = _eval_logits(net, probe.X)
+                probe.logits = context.forward(probe.X)
 
-    def after_step(self, net, step):
+    def after_step(self, context, step):
         """Measure the step on the probe and pull it back if it must be.
 
         Sets ``step.step_discrepancy`` (the step's ``D_step`` before any
-        pull-back, NaN while the probe is empty) and ``step.step_scale``
-        (``alpha``: 1 for an unscaled step, 0 for a refused batch).
+        pull-back, NaN while the probe is empty) unless a guard before it
+        in a :class:`GuardChain` set it, multiplies
+        ``step.step_scale`` by ``alpha`` (1 for an unscaled step, 0 for a
+        refused batch) and keeps the decision as :attr:`last_decision_`.
         """
         self.n_steps_ += 1
-        step.step_scale = 1.0
-        step.step_discrepancy = math.nan
+        self.last_decision_ = None
         if len(self.probe_):
-            after, after_recent = self._forward(net)
+            after, after_recent = self._forward(context)
             discrepancy, loss_change, recent_change = self._measure(after, after_recent)
             if not all(map(math.isfinite, (discrepancy, loss_change))) or (
                     after_recent is not None and not math.isfinite(recent_change)):
@@ -383,38 +640,82 @@ class StepGuard(BaseEstimator):
                     f"{discrepancy}, probe loss change {loss_change}): the optimizer "
                     "step made the model's outputs NaN or infinite."
                 )
-            step.step_discrepancy = discrepancy
-            bound = self._bound()
-            harmful = loss_change > 0 and recent_change > 0
-            if discrepancy > bound and (self.rule == "bound" or harmful):
-                step.step_scale, after, after_recent = self._pull_back(net, discrepancy, bound)
+            if math.isnan(step.step_discrepancy):  # a guard before it in a chain measured first
+                step.step_discrepancy = discrepancy
+            decision = self.judge(discrepancy, loss_change, recent_change)
+            if decision.acts:
+                alpha, after, after_recent = self._pull_back(context, decision)
+                decision = dataclasses.replace(decision, scale=alpha)
+                step.step_scale *= alpha
                 self.n_scaled_ += 1
-                self.n_refused_ += step.step_scale == 0.0
+                self.n_refused_ += alpha == 0.0
             else:
                 self.window_.append(discrepancy)
+            self.last_decision_ = decision
             self.probe_.logits = after
             if after_recent is not None:
                 self.recent_.logits = after_recent
         admitted = step.step_scale == 1.0 or (self.admit == "all" and step.step_scale > 0)
-        self._add_rows(net, step.X_train, step.y_train, trained=admitted,
+        self._add_rows(context, step.X_train, step.y_train, trained=admitted,
                        weight=step.sample_weight_train)
         self._params = self._state = None
+
+    # ------------------------------------------------------------ decision
+
+    def bound(self):
+        """The bound the next step's ``D_step`` is held to.
+
+        Returns
+        -------
+        bound : float
+            ``margin`` times the median of the calibration window, or
+            ``inf`` during the first ``warmup`` steps (and while the window
+            is empty).
+        """
+        if self.n_steps_ <= self.warmup or not self.window_:
+            return math.inf
+        return self.margin * statistics.median(self.window_)
+
+    def judge(self, discrepancy, loss_change, recent_change=math.inf):
+        """Decide whether a step is too large and harmful, by this guard's rule.
+
+        Parameters
+        ----------
+        discrepancy : float
+            The step's ``D_step`` on the probe.
+        loss_change : float
+            The change of the probe's loss the step caused.
+        recent_change : float, default=inf
+            The change of the recent rows' loss (``recent_size > 0``); the
+            default counts only the probe.
+
+        Returns
+        -------
+        decision : GuardDecision
+            Its ``acts`` says whether the step must be pulled back.
+        """
+        harmful = self.rule == "bound" or (loss_change > 0 and recent_change > 0)
+        return GuardDecision(type(self).__name__, discrepancy, self.bound(),
+                             loss_change, harmful)
+
+    def accepts(self, discrepancy, loss_change, bound):
+        """Whether a pulled-back step is acceptable: within the bound (and harmless under ``"strict"``)."""
+        return discrepancy <= bound and (self.rule != "strict" or loss_change <= 0)
+
+    def decisions(self):
+        """The decision about the last step (none while the probe was empty)."""
+        return [] if self.__dict__.get("last_decision_") is None else [self.last_decision_]
 
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_step_buffers", None)  # scratch space, rebuilt at the next step
         return state
 
-    def _bound(self):
-        if self.n_steps_ <= self.warmup or not self.window_:
-            return math.inf
-        return self.margin * statistics.median(self.window_)
-
-    def _forward(self, net):
+    def _forward(self, context):
         """Eval-mode logits of the probe and of the recent rows, in one pass."""
         if not len(self.recent_):
-            return _eval_logits(net, self.probe_.X), None
-        logits = _eval_logits(net, torch.cat((self.probe_.X, self.recent_.X)))
+            return context.forward(self.probe_.X), None
+        logits = context.forward(torch.cat((self.probe_.X, self.recent_.X)))
         return logits[:len(self.probe_)], logits[len(self.probe_):]
 
     def _measure(self, after, after_recent):
@@ -425,26 +726,28 @@ class StepGuard(BaseEstimator):
         values = torch.stack(values).tolist()
         return tuple(values) if len(values) == 3 else (*values, math.inf)
 
-    def _pull_back(self, net, discrepancy, bound):
+    def _pull_back(self, context, decision):
         """Scale the step down until acceptable; return ``(alpha, logits, recent logits)``."""
-        new_params = [p.detach().clone() for p in _parameters(net)]
-        new_state = _state_tensors(net.optimizer_)
-        alpha = math.sqrt(bound / discrepancy)
+        parameters, optimizer = context.parameters, context.optimizer
+        new_params = [p.detach().clone() for p in parameters]
+        new_state = _state_tensors(optimizer)
+        bound = decision.bound
+        alpha = math.sqrt(bound / decision.statistic)
         for _ in range(self.max_halvings + 1):
-            _interpolate_parameters(net, self._params, new_params, alpha)
-            after, after_recent = self._forward(net)
+            _interpolate_parameters(parameters, self._params, new_params, alpha)
+            after, after_recent = self._forward(context)
             within, loss_change, _ = self._measure(after, after_recent)
-            if within <= bound and (self.rule != "strict" or loss_change <= 0):
-                self._scale_state(net, new_state, alpha)
+            if self.accepts(within, loss_change, bound):
+                self._scale_state(optimizer, new_state, alpha)
                 return alpha, after, after_recent
             alpha /= 2
-        _interpolate_parameters(net, self._params, new_params, 0.0)
-        _restore_state(net.optimizer_, self._state)
+        _interpolate_parameters(parameters, self._params, new_params, 0.0)
+        _restore_state(optimizer, self._state)
         return 0.0, self.probe_.logits, self.recent_.logits
 
-    def _scale_state(self, net, new_state, alpha):
+    def _scale_state(self, optimizer, new_state, alpha):
         for (param, name), new in new_state.items():
-            current = net.optimizer_.state[param][name]
+            current = optimizer.state[param][name]
             if new.ndim == 0:
                 continue
             old = self._state.get((param, name))
@@ -455,7 +758,7 @@ class StepGuard(BaseEstimator):
 
     # -------------------------------------------------------------- probe
 
-    def _add_rows(self, net, X, y, trained, weight=None):
+    def _add_rows(self, context, X, y, trained, weight=None):
         """Let the batch's rows into the recent rows, and into the probe if it trained.
 
         Rows of weight 0 enter neither (they are not trained on); the others
@@ -489,7 +792,7 @@ class StepGuard(BaseEstimator):
         union_index = to_device(union, X.device)
         X_new, y_new = X[union_index].detach(), y[union_index]
         weight_new = None if weight is None else weight[union_index].detach()
-        logits_new = _eval_logits(net, X_new)
+        logits_new = context.forward(X_new)
         for probe, slots, rows in placements:
             if rows == union:  # one probe, or both take the same rows
                 probe.place(X_new, y_new, logits_new, slots, weight_new)
@@ -558,6 +861,7 @@ class StepGuard(BaseEstimator):
         self.window_ = deque(window, maxlen=self.window)
         self.probe_, self.recent_ = probe, recent
         self._params = self._state = None  # what a step interrupted midway left
+        self.last_decision_ = None
 
     def to(self, device):
         """Move the probes to ``device`` in place; return ``self``."""
@@ -566,19 +870,124 @@ class StepGuard(BaseEstimator):
         return self
 
 
-def _eval_logits(net, X):
-    with torch.no_grad():
-        if getattr(net, "mode_invariant_", False):
-            return net.module_(X)  # the same function in either mode
-        with eval_mode(net.module_):
-            return net.module_(X)
+class GuardChain(BaseGuard):
+    """Several guards around each step, run in order.
+
+    Each hook calls the same hook of every guard, in the order given; a
+    guard's ``after_step`` sees the step as the guards before it left it
+    (pulled back or not), and ``step.step_scale`` ends as the product of
+    what each kept.
+
+    Parameters
+    ----------
+    guards : list of BaseGuard
+        The guards, at least one. The chain runs clones of them (its
+        ``guards_``), so the guards passed keep no state.
+
+    Attributes
+    ----------
+    guards_ : list of BaseGuard
+        The started clones of ``guards``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+    >>> from dsc_sklearn.defence.guards import GuardChain, StepGuard
+    >>> X, y = load_digits(return_X_y=True)
+    >>> chain = GuardChain([StepGuard(), StepGuard(probe="recent", margin=4.0)])
+    >>> clf = DiscrepancyAwareOnlineClassifier(step_guard=chain, random_state=0)
+    >>> clf = clf.partial_fit(X[:500] / 16, y[:500], classes=range(10))
+    >>> [guard.n_steps_ for guard in clf.step_guard_.guards_]
+    [5, 5]
+    >>> [decision.guard for decision in clf.step_guard_.decisions()]
+    ['StepGuard', 'StepGuard']
+    """
+
+    _parameter_constraints = {"guards": [list, tuple]}
+
+    def __init__(self, guards=()):
+        self.guards = guards
+
+    def start(self, context):
+        """Validate the guards and start a clone of each.
+
+        Parameters
+        ----------
+        context : GuardContext
+
+        Returns
+        -------
+        self : GuardChain
+        """
+        self._validate_params()
+        wrong = [guard for guard in self.guards if not isinstance(guard, BaseGuard)]
+        if not self.guards or wrong:
+            raise ValueError(
+                "GuardChain(guards=...) takes a non-empty list of BaseGuard instances "
+                f"(e.g. [StepGuard()]); got {self.guards!r}."
+            )
+        self.guards_ = [clone(guard).start(context) for guard in self.guards]
+        return self
+
+    def before_step(self, context, step):
+        """Call every guard's ``before_step``, in order."""
+        for guard in self.guards_:
+            guard.before_step(context, step)
+
+    def after_step(self, context, step):
+        """Call every guard's ``after_step``, in order."""
+        for guard in self.guards_:
+            guard.after_step(context, step)
+
+    def decisions(self):
+        """The decisions of every guard about the last step, in order."""
+        return [decision for guard in self.guards_ for decision in guard.decisions()]
+
+    def state_dict(self):
+        """The state of every guard, in order.
+
+        Returns
+        -------
+        state : dict
+            ``{"guards": [state of each guard]}``.
+        """
+        return {"guards": [guard.state_dict() for guard in self.guards_]}
+
+    def load_state_dict(self, state):
+        """Restore every guard's state; on an error, every guard is left as it was.
+
+        Raises
+        ------
+        ValueError
+            When ``state`` does not hold one state per guard, or a guard
+            refuses its state.
+        """
+        states = state.get("guards") if isinstance(state, dict) else None
+        if set(state if isinstance(state, dict) else ()) != {"guards"} or not (
+                isinstance(states, list) and len(states) == len(self.guards_)):
+            raise ValueError(
+                f"A GuardChain state holds one state per guard under 'guards' "
+                f"({len(self.guards_)} here); the one given does not. It is corrupt, "
+                "was edited, or belongs to another object."
+            )
+        previous = self.state_dict()
+        try:
+            for guard, guard_state in zip(self.guards_, states):
+                guard.load_state_dict(guard_state)
+        except BaseException:
+            for guard, guard_state in zip(self.guards_, previous["guards"]):
+                guard.load_state_dict(guard_state)
+            raise
+
+    def to(self, device):
+        """Move every guard's tensors to ``device``; return ``self``."""
+        for guard in self.guards_:
+            guard.to(device)
+        return self
 
 
 # ------------------------------------------------------------ optimizer
-
-def _parameters(net):
-    return [p for group in net.optimizer_.param_groups for p in group["params"]]
-
 
 def _state_items(optimizer):
     """``(keys, tensors)``: every floating tensor of the optimizer's per-parameter state."""
@@ -621,14 +1030,14 @@ def _restore_state(optimizer, saved):
             del optimizer.state[param]
 
 
-def _interpolate_parameters(net, old, new, alpha):
+def _interpolate_parameters(parameters, old, new, alpha):
     with torch.no_grad():
-        for param, before, after in zip(_parameters(net), old, new):
+        for param, before, after in zip(parameters, old, new):
             param.copy_(torch.lerp(before, after, alpha))
 
 
 @validate_params(
-    {"step_guard": [None, StrOptions({"auto"}), StepGuard]},
+    {"step_guard": [None, StrOptions({"auto"}), BaseGuard]},
     prefer_skip_nested_validation=True,
 )
 def make_step_guard(step_guard):
@@ -636,13 +1045,13 @@ def make_step_guard(step_guard):
 
     Parameters
     ----------
-    step_guard : "auto", StepGuard or None
+    step_guard : "auto", BaseGuard or None
         ``"auto"`` builds ``StepGuard()``; a configured guard is cloned, so
-        that every estimator keeps its own probe; ``None`` disables it.
+        that every estimator keeps its own state; ``None`` disables it.
 
     Returns
     -------
-    guard : StepGuard or None
+    guard : BaseGuard or None
 
     Examples
     --------

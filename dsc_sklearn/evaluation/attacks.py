@@ -6,7 +6,8 @@ it accepts, and non-accumulative baselines:
 
 - :class:`AccumulativePoisoningAttack`: the attack of Pang et al. (2021);
 - :class:`GuardAwarePoisoningAttack`: every poisoned step kept under the
-  step guard's bound, read from the guard's probe and window;
+  step guard's bound, as the victim's own guard decides it on a copy of
+  the victim;
 - :class:`MultiBatchTriggerAttack`: the same, with the trigger's damage
   split over several consecutive batches;
 - :class:`SlowPoisoningAttack`: a small budget over a long horizon;
@@ -17,16 +18,17 @@ it accepts, and non-accumulative baselines:
 
 An attack reads the victim's public fitted state (``module_``,
 ``classes_`` and, for the adaptive ones, ``net_.optimizer_``,
-``net_.step_guard_``, ``memorization_discrepancy`` and ``threshold_``),
-never changes it, and only returns poisoned copies of the arrays it is
-given; the caller feeds those to ``estimator.partial_fit``.
+``memorization_discrepancy`` and ``threshold_``), and the guard-aware ones
+run candidate batches through ``partial_fit`` on a deep copy of the victim
+and read its guards' :meth:`~dsc_sklearn.defence.guards.BaseGuard.decisions`,
+so they attack the guard as it is, whatever its rule; none changes the
+victim, and each only returns poisoned copies of the arrays it is given;
+the caller feeds those to ``estimator.partial_fit``.
 """
 
 import contextlib
-import math
+import copy
 import numbers
-import statistics
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +40,6 @@ from sklearn.utils import check_array, check_consistent_length, check_random_sta
 
 from .._pgd import signed_steps
 from .._torch import eval_mode
-from ..defence.discrepancy import memorization_discrepancy
 
 __all__ = [
     "AccumulativePoisoningAttack",
@@ -669,30 +670,22 @@ def _estimator_net(estimator):
     return getattr(estimator, "net_", None)
 
 
-class _StepSimulator:
-    """The victim's next ``partial_fit`` call, as a white-box attacker predicts it.
+class _UnrolledSGD:
+    """The victim's plain optimizer steps on a batch, differentiable in the inputs.
 
     It reads the estimator's public fitted state and never changes it:
     ``module_`` and the SGD optimizer ``net_.optimizer_`` (each parameter
     group's ``lr``, ``momentum``, ``dampening``, ``weight_decay`` and
     ``nesterov``, and the momentum buffers), ``clip_value`` (the L-inf
-    gradient clipping of GC), ``batch_size`` (a call trains one step per
-    chunk of that many rows) and the step guard ``net_.step_guard_``: its
-    probe (``probe_.X``, ``probe_.y`` and, where the guard keeps them, the
-    rows' weights ``probe_.weight``), its calibration
-    window ``window_``, ``n_steps_`` and its configuration (``margin``,
-    ``warmup``, ``rule``, ``max_halvings``, ``optimizer_state``). The
-    guard's bound is ``margin * median(window_)`` once it has seen more
-    than ``warmup`` steps.
+    gradient clipping of GC) and ``batch_size`` (a call trains one step per
+    chunk of that many rows). It knows no guard and no gate: an attack that
+    adapts to the defence runs the defence itself on a copy of the victim
+    (:func:`_trial_call`).
 
     Exact for modules that compute the same function in train and eval
     mode (no BatchNorm, no dropout: the MLPs of the benchmark) and for
-    SGD; another optimizer is simulated as a plain gradient step of its
-    first group's learning rate. Not simulated: a gated correction (DSC's
-    rewrite of flagged batches), sample weights, the guard's
-    ``recent_size`` check (the simulation then predicts a pull-back where
-    the guard may let the step pass), and the rows a call adds to the
-    guard's probe between its chunks.
+    SGD; another optimizer is unrolled as a plain gradient step of its
+    first group's learning rate.
     """
 
     def __init__(self, estimator, victim):
@@ -702,8 +695,7 @@ class _StepSimulator:
         self.module = module
         self.params = {name: named[name].detach() for name in self.names}
         self.buffers = {name: b.detach() for name, b in module.named_buffers()}
-        net = _estimator_net(estimator)
-        optimizer = getattr(net, "optimizer_", None)
+        optimizer = getattr(getattr(estimator, "net_", None), "optimizer_", None)
         default = (float(getattr(estimator, "lr", 0.1)), 0.0, 0.0, 0.0, False)
         self.hyper = dict.fromkeys(self.names, default)
         self.momentum = {}
@@ -725,14 +717,6 @@ class _StepSimulator:
         self.clip_value = getattr(estimator, "clip_value", None)
         batch_size = getattr(estimator, "batch_size", None)
         self.batch_size = batch_size if isinstance(batch_size, numbers.Integral) else None
-        self.guard = getattr(net, "step_guard_", None)
-
-    # -------------------------------------------------------------- pieces
-
-    @property
-    def guarded(self):
-        """Whether a step guard with a non-empty probe watches the next step."""
-        return self.guard is not None and len(self.guard.probe_.X) > 0
 
     def logits(self, theta, X):
         return torch.func.functional_call(self.module, {**theta, **self.buffers}, (X,))
@@ -761,94 +745,66 @@ class _StepSimulator:
             new_theta[name] = theta[name] - lr * direction
         return new_theta, new_momentum
 
-    def bound(self, n_steps, window):
-        guard = self.guard
-        if n_steps <= guard.warmup or not window:
-            return math.inf
-        return guard.margin * statistics.median(window)
-
-    def _changes(self, before, after):
-        probe = self.guard.probe_
-        discrepancy = memorization_discrepancy(before, after)
-        loss_change = (F.cross_entropy(after, probe.y, reduction="none")
-                       - F.cross_entropy(before, probe.y, reduction="none"))
-        weight = getattr(probe, "weight", None)  # the rows' sample weights, if any
-        if weight is None:
-            return float(discrepancy.mean()), float(loss_change.mean())
-        total = weight.sum().clamp_min(1e-12)
-        return (float((discrepancy * weight).sum() / total),
-                float((loss_change * weight).sum() / total))
-
-    def _guard(self, theta, new_theta, n_steps, window):
-        """``(alpha, D_step, dL, bound)``: what the guard does to one step."""
-        X = self.guard.probe_.X
-        with torch.no_grad():
-            before = self.logits(theta, X)
-            discrepancy, loss_change = self._changes(before, self.logits(new_theta, X))
-            bound = self.bound(n_steps, window)
-            rule = self.guard.rule
-            if not (discrepancy > bound and (rule == "bound" or loss_change > 0)):
-                return 1.0, discrepancy, loss_change, bound
-            alpha = math.sqrt(bound / discrepancy)
-            for _ in range(self.guard.max_halvings + 1):
-                within, change = self._changes(before,
-                                               self.logits(_lerp(theta, new_theta, alpha), X))
-                if within <= bound and (rule != "strict" or change <= 0):
-                    return alpha, discrepancy, loss_change, bound
-                alpha /= 2
-        return 0.0, discrepancy, loss_change, bound
-
-    # ---------------------------------------------------------------- call
-
     def run(self, X, y, *, create_graph=False):
-        """Simulate ``partial_fit(X, y)``, one step per ``batch_size`` chunk.
+        """Unroll ``partial_fit(X, y)`` without a defence, one step per ``batch_size`` chunk.
 
         Returns
         -------
         theta : dict of torch.Tensor
             The parameters the call would leave (differentiable in ``X``
-            with ``create_graph=True``; the guard's scale is a constant).
-        steps : list of tuple
-            Per optimizer step, ``(alpha, D_step, dL, bound)`` as the guard
-            would see it; ``(1.0, nan, nan, inf)`` without a guard.
+            with ``create_graph=True``).
         """
         theta = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
         momentum = dict(self.momentum)
-        guard = self.guard if self.guarded else None
-        if guard is not None:
-            n_steps, window = guard.n_steps_, deque(guard.window_, maxlen=guard.window)
         size = self.batch_size or len(X)
-        steps = []
         for start in range(0, len(X), size):
             rows = slice(start, start + size)
             grads = self._gradients(theta, X[rows], y[rows], create_graph)
-            new_theta, new_momentum = self._sgd(theta, momentum, grads)
-            outcome = (1.0, math.nan, math.nan, math.inf)
-            if guard is not None:
-                n_steps += 1
-                outcome = self._guard(theta, new_theta, n_steps, window)
-                alpha = outcome[0]
-                if alpha == 1.0:
-                    window.append(outcome[1])
-                elif alpha == 0.0:
-                    new_theta, new_momentum = theta, momentum
-                else:
-                    new_theta = _lerp(theta, new_theta, alpha)
-                    new_momentum = {
-                        name: (torch.lerp(momentum[name], value, alpha)
-                               if guard.optimizer_state == "interpolate" and name in momentum
-                               else value * alpha)
-                        for name, value in new_momentum.items()}
-            steps.append(outcome)
+            theta, momentum = self._sgd(theta, momentum, grads)
             if not create_graph:
-                new_theta = {name: t.detach().requires_grad_(True)
-                             for name, t in new_theta.items()}
-                new_momentum = {name: m.detach() for name, m in new_momentum.items()}
-            theta, momentum = new_theta, new_momentum
-        return theta, steps
+                theta = {name: t.detach().requires_grad_(True) for name, t in theta.items()}
+                momentum = {name: m.detach() for name, m in momentum.items()}
+        return theta
 
     def loss(self, theta, X, y):
         return F.cross_entropy(self.logits(theta, X), y)
+
+
+def _guarded(estimator):
+    """Whether a step guard watches the estimator's training steps."""
+    return getattr(getattr(estimator, "net_", None), "step_guard_", None) is not None
+
+
+def _trial_call(estimator, X, y):
+    """The victim's next ``partial_fit(X, y)``, run on a copy of it.
+
+    The copy runs the defence as it is, so an adaptive attacker reads what
+    the victim's guards would decide (:meth:`BaseGuard.decisions
+    <dsc_sklearn.defence.guards.BaseGuard.decisions>`) without a model of
+    their rules; the victim is not changed.
+
+    Returns
+    -------
+    trial : estimator
+        The copy after the call.
+    steps : list of list of GuardDecision
+        Per optimizer step (one per ``batch_size`` chunk), the decisions of
+        the guards about it.
+    """
+    trial = copy.deepcopy(estimator)
+    size = getattr(trial, "batch_size", None) or len(X)
+    steps = []
+    for start in range(0, len(X), size):
+        trial.partial_fit(X[start:start + size], y[start:start + size])
+        steps.append(trial.net_.step_guard_.decisions())
+    return trial, steps
+
+
+def _validation_loss(estimator, X_val, y_val):
+    """The estimator's eval-mode cross-entropy on the encoded validation batch."""
+    victim = _Victim.from_estimator(estimator)
+    with torch.no_grad(), eval_mode(victim.module):
+        return float(F.cross_entropy(victim.module(X_val), y_val))
 
 
 def _lerp(theta, new_theta, alpha):
@@ -899,30 +855,29 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
     """Accumulative poisoning that keeps every poisoned step under the step guard.
 
     **Knows** everything :class:`AccumulativePoisoningAttack` knows (the
-    weights, the trigger and validation batches) and, white-box, the
-    defence: the SGD optimizer and its momentum (``net_.optimizer_``),
-    ``clip_value``, and the step guard ``net_.step_guard_``: its probe
-    rows, its calibration window and its rule (see :class:`_StepSimulator`
-    for the list). It simulates the victim's next ``partial_fit`` exactly
-    (for SGD and modules without BatchNorm or dropout), including the
-    guard's measure of the step, ``D_step`` and the probe's loss change on
-    the guard's own probe, and the guard's bound ``margin *
-    median(window_)``.
+    weights, the trigger and validation batches) and, white-box, the whole
+    defence: it runs each candidate batch through ``partial_fit`` on a deep
+    copy of the victim and reads what the victim's own guards decided about
+    each step (:meth:`~dsc_sklearn.defence.guards.BaseGuard.decisions`: the
+    statistic, the bound, whether the step counted as harmful and the scale
+    kept). So it predicts the victim's next call exactly, whatever the
+    guards, their probes, their rules and the modules, and attacks a
+    changed or new guard without a change of its own.
 
     **Optimises** the objective of :class:`AccumulativePoisoningAttack`
-    (``objective``, ``gamma``) under the constraint that the guard lets
+    (``objective``, ``gamma``) under the constraint that the guards let
     every poisoned step pass unscaled: after crafting a batch, a line
     search on the perturbation ``X + t * (X_adv - X)``, ``t = 1, 1/2, ...,
     1/2**max_halvings`` then ``0`` (the clean batch), keeps the largest
-    ``t`` whose simulated step has ``D_step <= safety * bound``, or lowers
-    the probe's loss (a step the ``"harmful"`` rule never scales). Unscaled
-    poisoned steps also enter the guard's calibration window and their rows
-    its probe, so the bound itself follows the poison. The trigger is
-    chosen among the same scales as the one whose step, **after** the
-    guard's pull-back, leaves the highest validation loss.
+    ``t`` whose steps every guard kept whole with its statistic at most
+    ``safety`` times its bound, or judged harmless (a step the
+    ``"harmful"`` rule never scales). Unscaled poisoned steps also enter
+    the guard's calibration window and their rows its probe, so the bound
+    itself follows the poison. The trigger is chosen among the same scales
+    as the one whose step, **after** the guards' pull-back, leaves the
+    highest validation loss.
 
-    Without a step guard (or while its probe is empty) it is
-    :class:`AccumulativePoisoningAttack`.
+    Without a step guard it is :class:`AccumulativePoisoningAttack`.
 
     Parameters
     ----------
@@ -941,9 +896,9 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
     last_scale_ : float
         The perturbation scale ``t`` the last :meth:`poison_batch` or
         :meth:`craft_trigger` call kept.
-    last_steps_ : list of tuple
-        ``(alpha, D_step, dL, bound)`` per optimizer step of that call, as
-        the attacker predicted the guard would see it.
+    last_steps_ : list of list of GuardDecision
+        Per optimizer step of the kept candidate, the decisions of the
+        victim's guards about it (on the copy).
 
     See Also
     --------
@@ -985,16 +940,17 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
     >>> X_trigger = attack.craft_trigger(clf, X[trigger], y[trigger], X[val], y[val])
     >>> X_poisoned, _ = attack.poison_batch(clf, X[batch], y[batch], X_trigger,
     ...                                     y[trigger], X[val], y[val])
-    >>> predicted = attack.last_steps_[0][0]
+    >>> predicted = attack.last_steps_[0][0].scale
     >>> clf = clf.partial_fit(X_poisoned, y[batch])
     >>> predicted, clf.stream_log_[-1]["step_scale"]  # the guard lets it pass
     (1.0, 1.0)
     """
 
-    def _passes(self, steps, rule):
-        return all(alpha == 1.0 and (discrepancy <= self.safety * bound
-                                     or (rule != "bound" and change < 0))
-                   for alpha, discrepancy, change, bound in steps)
+    def _passes(self, steps):
+        """Whether every guard let every step pass unscaled, with ``safety`` to spare."""
+        return all(decision.scale == 1.0 and (decision.statistic <= self.safety * decision.bound
+                                              or not decision.harmful)
+                   for decisions in steps for decision in decisions)
 
     def poison_batch(self, estimator, X, y, X_trigger, y_trigger, X_val, y_val):
         """Poison one stream batch, as large as the step guard lets pass unscaled.
@@ -1004,23 +960,19 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
         """
         X_adv, is_poison = super().poison_batch(estimator, X, y, X_trigger, y_trigger,
                                                 X_val, y_val)
-        victim = _Victim.from_estimator(estimator)
-        simulator = _StepSimulator(estimator, victim)
         self.last_scale_, self.last_steps_ = 1.0, []
-        if not simulator.guarded:
+        if not _guarded(estimator):
             return X_adv, is_poison
-        Xc, yc = victim.data(X, y, "X")
-        Xa = torch.as_tensor(X_adv, dtype=Xc.dtype, device=Xc.device)
-        with _inspection_mode(victim.module):
-            for scale in _scales(self.max_halvings):
-                candidate = Xc + scale * (Xa - Xc)
-                _, steps = simulator.run(candidate, yc)
-                if scale == 0.0 or self._passes(steps, simulator.guard.rule):
-                    break
+        X = _as_float_array(X, "X")
+        for scale in _scales(self.max_halvings):
+            candidate = (X + np.float32(scale) * (X_adv - X)).astype(np.float32)
+            _, steps = _trial_call(estimator, candidate, y)
+            if scale == 0.0 or self._passes(steps):
+                break
         self.last_scale_, self.last_steps_ = scale, steps
         if scale == 0.0:
             is_poison = np.zeros_like(is_poison)
-        return candidate.cpu().numpy().astype(np.float32, copy=False), is_poison
+        return candidate, is_poison
 
     def craft_trigger(self, estimator, X_trigger, y_trigger, X_val, y_val):
         """Craft the trigger whose step, after the guard's pull-back, hurts most.
@@ -1029,25 +981,20 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
         :meth:`AccumulativePoisoningAttack.craft_trigger`.
         """
         X_adv = super().craft_trigger(estimator, X_trigger, y_trigger, X_val, y_val)
-        victim = _Victim.from_estimator(estimator)
-        simulator = _StepSimulator(estimator, victim)
         self.last_scale_, self.last_steps_ = 1.0, []
-        if not simulator.guarded:
+        if not _guarded(estimator):
             return X_adv
-        Xt, yt = victim.data(X_trigger, y_trigger, "X_trigger")
-        Xv, yv = victim.data(X_val, y_val, "X_val")
-        Xa = torch.as_tensor(X_adv, dtype=Xt.dtype, device=Xt.device)
+        X_trigger = _as_float_array(X_trigger, "X_trigger")
+        Xv, yv = _Victim.from_estimator(estimator).data(X_val, y_val, "X_val")
         best = None
-        with _inspection_mode(victim.module):
-            for scale in _scales(self.max_halvings):
-                candidate = Xt + scale * (Xa - Xt)
-                theta, steps = simulator.run(candidate, yt)
-                with torch.no_grad():
-                    damage = float(simulator.loss(theta, Xv, yv))
-                if best is None or damage > best[0]:
-                    best = (damage, scale, candidate, steps)
+        for scale in _scales(self.max_halvings):
+            candidate = (X_trigger + np.float32(scale) * (X_adv - X_trigger)).astype(np.float32)
+            trial, steps = _trial_call(estimator, candidate, y_trigger)
+            damage = _validation_loss(trial, Xv, yv)
+            if best is None or damage > best[0]:
+                best = (damage, scale, candidate, steps)
         _, self.last_scale_, candidate, self.last_steps_ = best
-        return candidate.cpu().numpy().astype(np.float32, copy=False)
+        return candidate
 
 
 class MultiBatchTriggerAttack(GuardAwarePoisoningAttack):
@@ -1407,25 +1354,24 @@ class GradientAscentAttack(_StreamRandomMixin, BaseEstimator):
         victim = _Victim.from_estimator(estimator)
         Xb, yb = victim.data(X, y, "X")
         Xv, yv = victim.data(X_val, y_val, "X_val")
-        simulator = _StepSimulator(estimator, victim)
+        unrolled = _UnrolledSGD(estimator, victim)
         with _inspection_mode(victim.module):
-            theta, _ = simulator.run(Xb, yb)
+            theta = unrolled.run(Xb, yb)
             with torch.no_grad():
-                return float(simulator.loss(theta, Xv, yv))
+                return float(unrolled.loss(theta, Xv, yv))
 
     def _ascend(self, estimator, X, y, X_val, y_val, rows_mask=None):
         epsilon, step_size, bounds = self._check_params()
         victim = _Victim.from_estimator(estimator)
         Xc, yc = victim.data(X, y, "X")
         Xv, yv = victim.data(X_val, y_val, "X_val")
-        simulator = _StepSimulator(estimator, victim)
-        simulator.guard = None  # not adaptive: it does not know the guard
+        unrolled = _UnrolledSGD(estimator, victim)  # not adaptive: no guard
         mask = None if rows_mask is None else torch.as_tensor(
             rows_mask, dtype=Xc.dtype, device=Xc.device)[:, None]
 
         def objective(X_adv):
-            theta, _ = simulator.run(X_adv, yc, create_graph=True)
-            return simulator.loss(theta, Xv, yv)
+            theta = unrolled.run(X_adv, yc, create_graph=True)
+            return unrolled.loss(theta, Xv, yv)
 
         with _inspection_mode(victim.module):
             X_adv = signed_steps(objective, Xc, Xc, ascent=True, epsilon=epsilon,

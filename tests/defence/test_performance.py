@@ -509,6 +509,7 @@ def _advanced(seed, n_rows):
 def _plain_guard(monkeypatch):
     """The step guard's shortcuts replaced by the code they replace."""
     from dsc_sklearn.defence import guards
+    from dsc_sklearn.defence._net import DiscrepancyAwareNet
 
     def eval_logits(net, X):
         with torch.no_grad(), eval_mode(net.module_):
@@ -516,7 +517,7 @@ def _plain_guard(monkeypatch):
 
     monkeypatch.setattr(guards, "_reservoir_slots", _reservoir_slots_loop)
     monkeypatch.setattr(guards, "_copies", lambda buffers, tensors: [t.clone() for t in tensors])
-    monkeypatch.setattr(guards, "_eval_logits", eval_logits)
+    monkeypatch.setattr(DiscrepancyAwareNet, "_eval_logits", eval_logits)
     monkeypatch.setattr(guards._Probe, "_loss_of_logits",
                         lambda probe: torch.nn.functional.cross_entropy(probe.logits, probe.y))
 

@@ -7,7 +7,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.defence.guards import StepGuard
+from dsc_sklearn.defence.guards import GuardChain, StepGuard
 from dsc_sklearn.evaluation.attacks import (
     AccumulativePoisoningAttack,
     DiscrepancyAwarePoisoningAttack,
@@ -16,7 +16,8 @@ from dsc_sklearn.evaluation.attacks import (
     LabelFlipAttack,
     MultiBatchTriggerAttack,
     SlowPoisoningAttack,
-    _StepSimulator,
+    _trial_call,
+    _UnrolledSGD,
     _Victim,
 )
 from dsc_sklearn.evaluation.datasets import load_stream_dataset
@@ -60,21 +61,39 @@ def _parts(digits):
             "batch": (X[1580:1680], y[1580:1680])}
 
 
-def test_the_step_simulation_is_the_real_step(digits):
-    """Parameters, D_step and the guard's scale, predicted before the call."""
-    for params in ({}, {"clip_value": 0.01}, {"momentum": 0.0, "step_guard": None}):
+def test_the_unrolled_step_is_the_real_step(digits):
+    """The parameters an undefended call leaves, predicted before the call."""
+    for params in ({"step_guard": None}, {"clip_value": 0.01, "step_guard": None},
+                   {"momentum": 0.0, "step_guard": None}):
         clf = _fitted(digits, **params)
         X, y = _parts(digits)["batch"]
         Xt, yt = _Victim.from_estimator(clf).data(X, y, "X")
-        simulator = _StepSimulator(clf, _Victim.from_estimator(clf))
-        theta, steps = simulator.run(Xt, yt)
+        theta = _UnrolledSGD(clf, _Victim.from_estimator(clf)).run(Xt, yt)
         clf.partial_fit(X, y)
         for name, param in clf.module_.named_parameters():
             torch.testing.assert_close(theta[name], param, rtol=1e-5, atol=1e-6)
-        if params.get("step_guard", "on") is not None:
-            record = clf.stream_log_[-1]
-            assert steps[0][0] == record["step_scale"]
-            assert steps[0][1] == pytest.approx(record["step_discrepancy"], rel=1e-4)
+
+
+@pytest.mark.parametrize("guard", [StepGuard(warmup=3), StepGuard(warmup=3, recent_size=50),
+                                   GuardChain([StepGuard(warmup=3), StepGuard(warmup=3,
+                                                                              margin=1.5)])])
+def test_the_trial_call_is_the_real_call_and_leaves_the_victim_alone(digits, guard):
+    """What the guards decide on the copy is what they decide on the victim."""
+    clf = _fitted(digits, step_guard=guard, batch_size=50)
+    X, y = _parts(digits)["batch"]
+    X = np.clip(X + 0.3 * np.sign(np.random.RandomState(0).randn(*X.shape)), 0, 1)
+    before = {name: p.detach().clone() for name, p in clf.module_.named_parameters()}
+    trial, steps = _trial_call(clf, X.astype(np.float32), y)
+    for name, param in clf.module_.named_parameters():
+        assert torch.equal(param, before[name])
+    assert len(steps) == 2 and all(steps)
+    clf.partial_fit(X.astype(np.float32), y)
+    records = list(clf.stream_log_)[-2:]
+    for decisions, record in zip(steps, records):
+        assert np.prod([d.scale for d in decisions]) == pytest.approx(record["step_scale"])
+        assert decisions[0].statistic == pytest.approx(record["step_discrepancy"], rel=1e-5)
+    for name, param in clf.module_.named_parameters():
+        torch.testing.assert_close(dict(trial.module_.named_parameters())[name], param)
 
 
 def test_guard_aware_poison_passes_the_guard_the_plain_attack_does_not(digits):
@@ -91,7 +110,7 @@ def test_guard_aware_poison_passes_the_guard_the_plain_attack_does_not(digits):
         assert np.abs(X_fed - X).max() <= 0.3 + 1e-6
     assert scales["AccumulativePoisoningAttack"] < 1.0  # the guard pulls the plain one back
     assert scales["GuardAwarePoisoningAttack"] == 1.0
-    assert attack.last_steps_[0][0] == 1.0 and 0.0 < attack.last_scale_ <= 1.0
+    assert attack.last_steps_[0][0].scale == 1.0 and 0.0 < attack.last_scale_ <= 1.0
 
 
 def test_guard_aware_is_the_plain_attack_without_a_guard(digits):
