@@ -236,7 +236,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         exceeds this threshold (same forms as ``threshold``, its own
         calibration); a unit is flagged when either gate fires. ``None``
         gates on the discrepancy alone.
-    step_guard : "auto", StepGuard or None, default=None
+    step_guard : "auto", BaseGuard or None, default="auto"
         Bound what one optimizer step may do to what the model knows (this
         library's extension of the method, see
         :class:`~dsc_sklearn.defence.guards.StepGuard`): after each step,
@@ -245,7 +245,10 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         back towards the weights before it. ``"auto"`` is ``StepGuard()``;
         pass a configured ``StepGuard(...)`` to tune it (then
         ``step_guard__margin`` and its other parameters are nested
-        parameters, e.g. for ``GridSearchCV``); ``None`` disables it.
+        parameters, e.g. for ``GridSearchCV``), any other
+        :class:`~dsc_sklearn.defence.guards.BaseGuard`, several in a
+        :class:`~dsc_sklearn.defence.guards.GuardChain`, or ``None`` to
+        disable it. The estimator trains with a clone, ``step_guard_``.
     callbacks : list or None, default=None
         skorch callbacks for the net (instances, or ``(name, callback)``
         tuples), which then also gets skorch's default callbacks
@@ -284,6 +287,10 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         Training samples processed.
     n_flagged_ : int
         Samples flagged so far.
+    step_guard_ : BaseGuard or None
+        The guard that watches the training steps, a clone of
+        ``step_guard`` (``StepGuard()`` for ``"auto"``), with its learned
+        state; ``None`` without a guard.
     n_steps_scaled_ : int
         Training steps the step guard pulled back (refused batches
         included).

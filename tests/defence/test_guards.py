@@ -2,17 +2,27 @@ import copy
 import io
 import math
 import pickle
+from numbers import Integral
 
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
 from dsc_sklearn.defence._net import LOG_FIELDS, DiscrepancyAwareNet
-from dsc_sklearn.defence.guards import StepGuard, _reservoir_slots, make_step_guard
+from dsc_sklearn.defence.guards import (
+    BaseGuard,
+    GuardChain,
+    GuardContext,
+    StepGuard,
+    _reservoir_slots,
+    make_step_guard,
+)
 from dsc_sklearn.defence.modules import MLP
 
 N_FEATURES, N_CLASSES, BATCH = 8, 3, 40
@@ -399,3 +409,154 @@ def test_set_params_on_the_guard_takes_effect_at_the_next_call():
     clf.set_params(step_guard__margin=5.0)
     _stream(clf, X, y, 120, 200)
     assert clf.net_.step_guard_.margin == 5.0
+
+
+# --------------------------------------------------------------- protocol
+
+class _CountingGuard(BaseGuard):
+    """Counts its hook calls and records what it was handed."""
+
+    _parameter_constraints = {"limit": [Interval(Integral, 0, None, closed="left")]}
+
+    def __init__(self, limit=3):
+        self.limit = limit
+
+    def start(self, context):
+        super().start(context)
+        self.calls_ = {"before": 0, "after": 0}
+        self.contexts_ = {type(context)}
+        return self
+
+    def before_step(self, context, step):
+        self.calls_["before"] += 1
+        self.contexts_.add(type(context))
+
+    def after_step(self, context, step):
+        self.calls_["after"] += 1
+        self.contexts_.add(type(context))
+        if self.calls_["after"] > self.limit:  # refuse: back to the weights before the step
+            step.step_scale *= 0.0
+
+    def state_dict(self):
+        return {"calls": dict(self.calls_)}
+
+    def load_state_dict(self, state):
+        self.calls_ = dict(state["calls"])
+
+
+def test_any_base_guard_is_accepted_and_sees_a_context_never_the_net():
+    X, y = _data(240)
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=BATCH, step_guard=_CountingGuard(),
+                                           random_state=0).fit(X, y)
+    guard = clf.step_guard_
+    assert guard is clf.net_.step_guard_ and guard is not clf.step_guard
+    assert guard.calls_ == {"before": 6, "after": 6}
+    assert guard.contexts_ == {GuardContext}
+    assert [record["step_scale"] for record in clf.stream_log_] == [1.0] * 3 + [0.0] * 3
+    assert clf.n_steps_scaled_ == 3
+
+
+def test_a_guard_s_parameters_are_validated_and_tuned_like_any_estimator_s():
+    X, y = _data(240)
+    with pytest.raises(ValueError, match="'limit' parameter of _CountingGuard"):
+        DiscrepancyAwareOnlineClassifier(step_guard=_CountingGuard(limit=-1)).fit(X, y)
+    search = GridSearchCV(
+        DiscrepancyAwareOnlineClassifier(batch_size=BATCH, step_guard=_CountingGuard(),
+                                         random_state=0),
+        {"step_guard__limit": [0, 100]}, cv=2).fit(X, y)
+    assert search.best_estimator_.step_guard_.limit == search.best_params_["step_guard__limit"]
+
+
+def test_the_estimator_refuses_a_step_guard_that_is_not_a_guard():
+    X, y = _data(80)
+    with pytest.raises(ValueError, match="step_guard.*BaseGuard"):
+        DiscrepancyAwareOnlineClassifier(step_guard=object()).fit(X, y)
+
+
+def test_an_unfitted_estimator_has_no_step_guard_():
+    clf = DiscrepancyAwareOnlineClassifier()
+    assert not hasattr(clf, "step_guard_")
+    with pytest.raises(NotFittedError):
+        clf.step_guard_
+
+
+@pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
+def test_a_custom_guard_s_state_is_persisted(round_trip):
+    X, y = _data(240)
+    clf = _stream(DiscrepancyAwareOnlineClassifier(
+        batch_size=BATCH, step_guard=_CountingGuard(limit=100), random_state=0), X, y, 0, 120)
+    if round_trip == "pickle":
+        restored = pickle.loads(pickle.dumps(clf))
+    else:
+        buffer = io.BytesIO()
+        clf.save_params(buffer)
+        buffer.seek(0)
+        restored = clone(clf).load_params(buffer)
+    assert restored.step_guard_.calls_ == {"before": 3, "after": 3}
+
+
+def test_the_step_guard_s_decision_is_its_public_rule():
+    guard = StepGuard(margin=2.0, warmup=0).start(_net(None).guard_context())
+    assert guard.bound() == math.inf  # nothing calibrated yet
+    guard.window_.extend([0.1, 0.2, 0.3])
+    guard.n_steps_ = 3
+    assert guard.bound() == pytest.approx(0.4)
+    harmful = guard.judge(0.5, loss_change=0.1)
+    assert harmful.too_large and harmful.harmful and harmful.acts
+    assert harmful.bound == pytest.approx(0.4) and harmful.scale == 1.0
+    assert not guard.judge(0.5, loss_change=-0.1).acts  # it helps the probe
+    assert not guard.judge(0.5, loss_change=0.1, recent_change=-0.1).acts
+    assert not guard.judge(0.3, loss_change=0.1).acts  # within the bound
+    guard.set_params(rule="bound")
+    assert guard.judge(0.5, loss_change=-0.1).acts
+    assert guard.accepts(0.4, 1.0, 0.4) and not guard.accepts(0.41, -1.0, 0.4)
+    guard.set_params(rule="strict")
+    assert not guard.accepts(0.3, 0.01, 0.4) and guard.accepts(0.3, 0.0, 0.4)
+
+
+def test_the_decision_of_each_step_is_what_the_log_shows():
+    net = _net(StepGuard(warmup=3, window=10, margin=2.0))
+    steps = _train(net, 8)
+    net.configure(lr=2.0)  # a rotated batch at a large learning rate
+    steps.append(net.train_step(_harmful_batch()))
+    decision, = net.step_guard_.decisions()
+    assert decision.guard == "StepGuard" and decision.acts
+    assert decision.scale == pytest.approx(_field(steps[-1], "step_scale"))
+    assert decision.statistic == pytest.approx(_field(steps[-1], "step_discrepancy"), rel=1e-6)
+    assert decision.bound == pytest.approx(2.0 * np.median(list(net.step_guard_.window_)))
+    assert 0 < decision.scale < 1
+
+
+def test_a_chain_runs_its_guards_in_order_and_multiplies_their_scales():
+    chain = GuardChain([StepGuard(warmup=3, window=10), _CountingGuard(limit=4)])
+    net = _net(chain)
+    steps = _train(net, 6)
+    first, counting = net.step_guard_.guards_
+    assert chain.get_params()["guards"][0] is not first  # the chain runs clones
+    assert first.n_steps_ == 6 and counting.calls_ == {"before": 6, "after": 6}
+    assert [_field(step, "step_scale") for step in steps] == [1.0] * 4 + [0.0] * 2
+    assert len(net.step_guard_.decisions()) == 1  # the counting guard decides nothing
+
+
+def test_a_chain_s_state_round_trips_and_a_bad_state_changes_nothing():
+    net = _net(GuardChain([StepGuard(warmup=3), StepGuard(probe="recent", warmup=3)]))
+    _train(net, 5)
+    chain = net.step_guard_
+    state = copy.deepcopy(chain.state_dict())
+    _train(net, 2, seed=1)
+    broken = copy.deepcopy(state)
+    broken["guards"][1]["n_steps"] = -1
+    later = chain.guards_[0].n_steps_
+    with pytest.raises(ValueError, match="counters"):
+        chain.load_state_dict(broken)
+    assert chain.guards_[0].n_steps_ == later  # the first guard's state put back
+    with pytest.raises(ValueError, match="one state per guard"):
+        chain.load_state_dict({"guards": state["guards"][:1]})
+    chain.load_state_dict(state)
+    assert [guard.n_steps_ for guard in chain.guards_] == [5, 5]
+
+
+@pytest.mark.parametrize("guards", [[], [StepGuard(), "auto"]])
+def test_a_chain_refuses_what_is_not_a_list_of_guards(guards):
+    with pytest.raises(ValueError, match="non-empty list of BaseGuard"):
+        _net(GuardChain(guards))

@@ -43,7 +43,7 @@ for name, clf in models.items():
     curves[name] = (np.array([r["step_discrepancy"] for r in log]),
                     np.array([r["step_scale"] for r in log]), np.array(accuracy), phase)
 
-guard = models["default step guard"].net_.step_guard_
+guard = models["default step guard"].step_guard_
 bound = guard.margin * np.median(guard.window_)
 fig, (ax_d, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
 steps = np.arange(1, n_clean + n_poisoned + 2)
