@@ -35,16 +35,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import Bunch, check_random_state
 
-from .attacks import (
-    AccumulativePoisoningAttack,
-    DiscrepancyAwarePoisoningAttack,
-    GradientAscentAttack,
-    GuardAwarePoisoningAttack,
-    LabelFlipAttack,
-    MultiBatchTriggerAttack,
-    SlowPoisoningAttack,
-    UniformNoiseAttack,
-)
+from .attacks import ADAPTIVE_ATTACKS, ATTACK_REGISTRY, ATTACKS
 
 __all__ = [
     "ADAPTIVE_ATTACKS",
@@ -56,29 +47,6 @@ __all__ = [
     "run_drift_protocol",
     "run_stream_protocol",
 ]
-
-# The class of each named attack; "trigger_only" is the accumulative
-# attack's trigger after a clean stream.
-_ATTACK_CLASSES = {
-    "accumulative": AccumulativePoisoningAttack,
-    "trigger_only": AccumulativePoisoningAttack,
-    "noise": UniformNoiseAttack,
-    "guard_aware": GuardAwarePoisoningAttack,
-    "multi_trigger": MultiBatchTriggerAttack,
-    "slow": SlowPoisoningAttack,
-    "discrepancy_aware": DiscrepancyAwarePoisoningAttack,
-    "label_flip": LabelFlipAttack,
-    "gradient_ascent": GradientAscentAttack,
-}
-
-#: Attacks :func:`run_stream_protocol` knows by name.
-ATTACKS = ("accumulative", "trigger_only", "noise", "none", "guard_aware", "multi_trigger",
-           "slow", "discrepancy_aware", "label_flip", "gradient_ascent")
-
-#: The attacks that adapt to the defence, and the baselines that plan nothing
-#: ahead, of the "Adaptive attacks" table: named attacks of :data:`ATTACKS`.
-ADAPTIVE_ATTACKS = ("guard_aware", "multi_trigger", "slow", "discrepancy_aware",
-                    "label_flip", "gradient_ascent")
 
 #: Benign drifts of :func:`run_drift_protocol` and their default final strength:
 #: noise standard deviation, brightness offset, translation in pixels.
@@ -150,31 +118,32 @@ def _ratio(numerator, denominator):
 
 
 def _check_attack(attack):
-    if isinstance(attack, str) and attack not in ATTACKS:
-        raise ValueError(f"attack must be one of {ATTACKS} or an attack object; got {attack!r}.")
+    if isinstance(attack, str) and attack not in ATTACK_REGISTRY:
+        raise ValueError(
+            f"attack must be one of {tuple(ATTACK_REGISTRY)} or an attack object; "
+            f"got {attack!r}."
+        )
 
 
 def _make_attack(attack, epsilon, input_bounds, random_state, params=None):
-    """The attack object of a name (an object is returned as it is).
+    """The attack object of a registered name (an object is returned as it is).
 
     ``epsilon`` and ``input_bounds`` go to the classes that take them, but
-    ``"slow"`` keeps its own small budget; ``params`` (a dict) overrides.
+    an attack with a budget of its own (``uses_protocol_budget = False``)
+    keeps it; ``params`` (a dict) overrides.
     """
     _check_attack(attack)
     if not isinstance(attack, str):
         return attack
-    if attack == "none":
-        return None
-    attack_class = _ATTACK_CLASSES[attack]
+    attack_class = ATTACK_REGISTRY[attack]
     names = attack_class().get_params()
     kwargs = {"epsilon": epsilon, "input_bounds": input_bounds, "random_state": random_state}
-    if attack == "slow":
+    if not attack_class.uses_protocol_budget:
         del kwargs["epsilon"]
     kwargs = {name: value for name, value in kwargs.items() if name in names}
     return attack_class(**{**kwargs, **(params or {})})
 
 
-# Parameters switched off during burn-in, which is plain training for all defences.
 _BURN_IN_OFF = {"correction": "none", "clip_value": None, "step_guard": None}
 
 
@@ -430,11 +399,11 @@ def run_stream_protocol(
         burn_in_fraction=burn_in_fraction, burn_in_epochs=burn_in_epochs,
         defence_warmup=defence_warmup, n_steps=max_steps if horizon is None else horizon,
         batch_size=batch_size, validation=validation)
-    if isinstance(attack, str) and attacker is not None:
+    if isinstance(attack, str) and "random_state" in attacker.get_params():
         attacker.set_params(random_state=start.seed)
     victim, = start.models
     twin = copy.deepcopy(victim)
-    threat = _Threat(attack, attacker, start)
+    threat = _Threat(attacker, start)
     steps_before, scaled_before = victim.n_batches_seen_, victim.n_steps_scaled_
 
     X_trigger = threat.trigger(victim)
@@ -482,14 +451,13 @@ def _guarded_ratio(n_scaled, n_batches, estimator):
 class _Threat:
     """What the attack of a stream run does to the trigger and to each batch."""
 
-    def __init__(self, attack, attacker, start):
+    def __init__(self, attacker, start):
         self.attacker = attacker
         self.split = start.split
-        custom = not isinstance(attack, str)
-        self.noise = attack == "noise"
-        self.poisons_stream = (attack not in ("trigger_only", "none") and not custom) or (
-            custom and hasattr(self.attacker, "poison_batch"))
-        self.poisons_trigger = attack not in ("noise", "none") or custom
+        # An attack object of another kind poisons what its methods allow.
+        self.poisons_stream = getattr(attacker, "poisons_stream",
+                                      hasattr(attacker, "poison_batch"))
+        self.poisons_trigger = getattr(attacker, "poisons_trigger", True)
 
     def trigger(self, victim):
         """The trigger batch to feed: crafted on ``victim``, or the clean one."""
@@ -501,14 +469,11 @@ class _Threat:
 
     def poison(self, victim, X_clean, y_batch, X_trigger):
         """The batch to feed instead of ``(X_clean, y_batch)``: ``(X, y, is_poison)``."""
-        if self.noise:
-            fed = self.attacker.poison_batch(victim, X_clean, y_batch)
-        elif self.poisons_stream:  # a named attack, or a custom attack object
-            split = self.split
-            fed = self.attacker.poison_batch(victim, X_clean, y_batch, X_trigger,
-                                             split.y_trigger, split.X_target, split.y_target)
-        else:
+        if not self.poisons_stream:
             return X_clean, y_batch, np.zeros(len(X_clean), dtype=bool)
+        split = self.split
+        fed = self.attacker.poison_batch(victim, X_clean, y_batch, X_trigger,
+                                         split.y_trigger, split.X_target, split.y_target)
         if len(fed) == 3:  # an attack that changes labels too
             return fed
         X_fed, is_poison = fed

@@ -35,8 +35,8 @@ from typing import Callable
 
 import numpy as np
 
-# The attack's own baselines, run against plain training only.
-ST_BASELINE_ATTACKS = ("noise", "trigger_only")
+from .attacks import ATTACK_LEGENDS
+from .attacks import PLAIN_TRAINING_ONLY_ATTACKS as ST_BASELINE_ATTACKS
 
 __all__ = [
     "ADAPTIVE_COLUMNS",
@@ -129,32 +129,6 @@ _DEFENCE = _label("defence", "A row of `DEFENCES`, the estimator parameters of a
                   "defaults, DSC-paper the paper's recipe.", "defence")
 _TIME = _stat("time (s)", "Wall time of one run, on one worker with one torch thread.",
               "wall_time", 1.0)
-
-#: What each named attack does, for the legends.
-ATTACK_LEGENDS = {
-    "accumulative": "the attack of Pang et al. (2021): every stream batch poisoned "
-                    "(L∞ 0.2), then a poisoned trigger batch re-crafted on the model reached",
-    "noise": "uniform noise of the same budget on every batch and a clean trigger "
-             "(ST only, a baseline of the attack)",
-    "trigger_only": "a clean stream and the poisoned trigger (ST only, a baseline of the "
-                    "attack)",
-    "guard_aware": "the accumulative attack keeping every poisoned step under the step "
-                   "guard's bound: the attacker simulates the guard on its own probe and "
-                   "window and shrinks the perturbation until the step passes unscaled; the "
-                   "trigger is the one that hurts most after the guard's pull-back",
-    "multi_trigger": "guard_aware with the trigger split over 4 consecutive batches, each "
-                     "crafted on the model the previous one left",
-    "slow": "the accumulative attack with a small budget (L∞ 0.1) over a long horizon "
-            "(200 poisoned batches)",
-    "discrepancy_aware": "the accumulative attack keeping each poisoned row (the batch mean "
-                         "for a batch gate) under DSC's threshold on the memorization "
-                         "discrepancy against the snapshot buffer",
-    "label_flip": "30 % of each batch's labels flipped to another class at random, a clean "
-                  "last batch (no planning)",
-    "gradient_ascent": "every batch, the last one included, perturbed (L∞ 0.2) to raise the "
-                       "validation loss after the victim's simulated step on it (no planning)",
-}
-
 
 def _attack_legend(head):
     return head + " " + " ".join(f"{name}: {text}." for name, text in ATTACK_LEGENDS.items())

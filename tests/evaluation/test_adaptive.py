@@ -16,10 +16,8 @@ from dsc_sklearn.evaluation.attacks import (
     LabelFlipAttack,
     MultiBatchTriggerAttack,
     SlowPoisoningAttack,
-    _trial_call,
-    _UnrolledSGD,
-    _Victim,
 )
+from dsc_sklearn.evaluation.attacks._victim import _trial_call, _UnrolledSGD, _Victim
 from dsc_sklearn.evaluation.datasets import load_stream_dataset
 from dsc_sklearn.evaluation.protocol import ADAPTIVE_ATTACKS, ATTACKS, run_stream_protocol
 
