@@ -7,7 +7,9 @@ column's header (with its unit) and its legend. :func:`write_report` writes
 no network access needed to read it), each with the command line, the
 versions, the date and the machine.
 
-Only the standard library and numpy are imported here.
+Besides the standard library and numpy, only the attack registry is
+imported here (:data:`~dsc_sklearn.evaluation.attacks.ATTACK_LEGENDS` and
+the plain-training baselines, which the legends and tables name).
 
 Examples
 --------

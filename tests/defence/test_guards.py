@@ -362,19 +362,23 @@ def _stream(clf, X, y, start, stop):
     return clf
 
 
+def _round_trip(clf, how):
+    """``clf`` pickled and unpickled, or saved and loaded into a clone."""
+    if how == "pickle":
+        return pickle.loads(pickle.dumps(clf))
+    buffer = io.BytesIO()
+    clf.save_params(buffer)
+    buffer.seek(0)
+    return clone(clf).load_params(buffer)
+
+
 @pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
 def test_the_guard_state_round_trips_and_the_stream_continues_exactly(round_trip):
     X, y = _data(800)
     clf = _stream(DiscrepancyAwareOnlineClassifier(
         batch_size=BATCH, random_state=0, step_guard=StepGuard(warmup=3, window=10)),
         X, y, 0, 400)
-    if round_trip == "pickle":
-        restored = pickle.loads(pickle.dumps(clf))
-    else:
-        buffer = io.BytesIO()
-        clf.save_params(buffer)
-        buffer.seek(0)
-        restored = clone(clf).load_params(buffer)
+    restored = _round_trip(clf, round_trip)
     saved, loaded = clf.net_.step_guard_.state_dict(), restored.net_.step_guard_.state_dict()
     assert saved["window"] == loaded["window"]
     assert torch.equal(saved["probe"]["X"], loaded["probe"]["X"])
@@ -485,13 +489,7 @@ def test_a_custom_guard_s_state_is_persisted(round_trip):
     X, y = _data(240)
     clf = _stream(DiscrepancyAwareOnlineClassifier(
         batch_size=BATCH, step_guard=_CountingGuard(limit=100), random_state=0), X, y, 0, 120)
-    if round_trip == "pickle":
-        restored = pickle.loads(pickle.dumps(clf))
-    else:
-        buffer = io.BytesIO()
-        clf.save_params(buffer)
-        buffer.seek(0)
-        restored = clone(clf).load_params(buffer)
+    restored = _round_trip(clf, round_trip)
     assert restored.step_guard_.calls_ == {"before": 3, "after": 3}
 
 
