@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
+from skorch.utils import TeeGenerator
 from torch import nn
 
 from .._torch import call_with_state, cast_floating, constant, eval_mode, set_mode, to_device
@@ -199,7 +200,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
     2. :meth:`correct`: the correction strategy (``correction_``) turns
        the batch into what the optimizer trains on;
     3. :meth:`optimizer_step`: the loss (:meth:`training_loss`), its
-       gradient, optional L-infinity clipping (``clip_value``) and the
+       gradient (skorch's ``on_grad_computed`` event for the callbacks,
+       e.g. ``GradientNormClipping``), optional L-infinity clipping
+       (``clip_value``) and the
        optimizer's step, watched by the step guard (``step_guard_``), which
        may pull the step back;
     4. :meth:`snapshot`: a snapshot every ``snapshot_every`` training
@@ -327,11 +330,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         optimizer.
         """
         by_name = {param.name: param for param in DEFENCE_PARAMETERS}
+        self._configure_optimizer(params.pop("lr", None), params.pop("momentum", None))
         for name, value in params.items():
-            if name in ("lr", "momentum"):
-                for group in self.optimizer_.param_groups:
-                    group[name] = value
-                continue
             param = by_name[name]
             if (_same_value(getattr(self, name), value) and (
                     param.build is None or self._built_from_[name] == _configuration(value))):
@@ -342,6 +342,26 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             elif param.adjust is not None:
                 param.adjust(self, value)
         return self
+
+    def _configure_optimizer(self, lr=None, momentum=None):
+        """Set ``lr`` and the momentum through skorch's virtual parameters, when changed.
+
+        ``None`` leaves a value as it is.
+        Only a changed value is written, so that an LR or momentum schedule
+        of a skorch callback (``LRScheduler``) keeps what it set between
+        two calls.
+        """
+        changed = {}
+        if lr is not None and not _same_value(self.lr, lr):
+            changed["lr"] = lr
+        if momentum is not None and not _same_value(
+                getattr(self, "optimizer__momentum", None), momentum):
+            changed["optimizer__momentum"] = momentum
+        if changed:
+            self.set_params(**changed)
+            # skorch's virtual parameter writes the param groups only.
+            vars(self).update({key: value for key, value in changed.items()
+                               if key.startswith("optimizer__")})
 
     # -------------------------------------------------------- transactions
 
@@ -453,10 +473,10 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         return cached[1]
 
     def _configured_attributes(self):
-        """The defence parameters, the components built from them, the state attributes."""
+        """The defence and optimizer parameters, the components built from them, the state attributes."""
         names = type(self).__dict__.get("_configured_names")
         if names is None:
-            names = [param.name for param in DEFENCE_PARAMETERS]
+            names = [param.name for param in DEFENCE_PARAMETERS] + ["lr", "optimizer__momentum"]
             names += [param.component for param in DEFENCE_PARAMETERS if param.component]
             names = tuple(names + [name for name in self.state_attributes
                                    if name not in names])
@@ -561,6 +581,10 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         self.optimizer_.zero_grad()
         loss = self.training_loss(step)
         loss.backward()
+        if self.callbacks_:  # skorch's event, e.g. for GradientNormClipping
+            self.notify("on_grad_computed",
+                        named_parameters=TeeGenerator(self.get_all_learnable_params()),
+                        batch=(step.X_train, step.y_train), training=True)
         if self.clip_value is not None:
             torch.nn.utils.clip_grad_norm_(
                 self.module_.parameters(), self.clip_value, norm_type=math.inf
