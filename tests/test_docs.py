@@ -25,6 +25,7 @@ PUBLIC_MODULES = (
     "dsc_sklearn.defence.modules",
     "dsc_sklearn.evaluation.attacks",
     "dsc_sklearn.evaluation.datasets",
+    "dsc_sklearn.evaluation.drifts",
     "dsc_sklearn.evaluation.protocol",
     "dsc_sklearn.evaluation.benchmark",
     "dsc_sklearn.evaluation.plotting",

@@ -2,6 +2,7 @@
 
 - :mod:`~dsc_sklearn.evaluation.attacks`: white-box poisoning attacks;
 - :mod:`~dsc_sklearn.evaluation.datasets`: offline data sets and streams;
+- :mod:`~dsc_sklearn.evaluation.drifts`: the benign drifts;
 - :mod:`~dsc_sklearn.evaluation.protocol`: the attack-and-defence stream
   protocol, benign drifts, the detection report;
 - :mod:`~dsc_sklearn.evaluation.benchmark`: defences x benchmarks x seeds,

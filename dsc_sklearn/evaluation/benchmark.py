@@ -23,11 +23,18 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from ..defence._classifier import DiscrepancyAwareOnlineClassifier
-from .datasets import DRIFT_STREAMS, load_drift_stream, load_stream_dataset
+from .datasets import (
+    DRIFT_STREAMS,
+    RIVER_DATASETS,
+    image_shape,
+    input_bounds,
+    load_drift_stream,
+    load_stream_dataset,
+)
+from .drifts import CONCEPT_DRIFT, DRIFT_REGISTRY, DRIFTS, drifts_for
 from .protocol import (
     ADAPTIVE_ATTACKS,
     ATTACKS,
-    DRIFTS,
     run_concept_drift_protocol,
     run_drift_protocol,
     run_stream_protocol,
@@ -81,39 +88,25 @@ DEFENCES = {
 #: defaults, plain training, the strongest baseline and the paper's recipe.
 QUICK_DEFENCES = ("DSC-default", "ST", "GC", "DSC-paper")
 
-#: Benchmark settings by name: a data set and the module trained on it
-#: (``None``: the MLP 128-128; an image shape: :class:`~dsc_sklearn.defence.modules.SmallCNN`).
-#: The ``-mlp`` rows after the first three are river's streams (the optional
-#: ``river`` package, nothing downloaded): its bundled real data sets and
-#: the concept before the drift of its drift generators, standardised.
-BENCHMARKS = {
-    "digits-mlp": ("digits", None),
-    "digits-cnn": ("digits", (1, 8, 8)),
-    "mnist1d-cnn": ("mnist1d", (1, 40)),
-    "imagesegments-mlp": ("imagesegments", None),
-    "shuttle-mlp": ("shuttle", None),
-    "phishing-mlp": ("phishing", None),
-    "bananas-mlp": ("bananas", None),
-    "sea-mlp": ("sea", None),
-    "agrawal-mlp": ("agrawal", None),
-    "hyperplane-mlp": ("hyperplane", None),
-    "randomrbf-mlp": ("randomrbf", None),
-    "led-mlp": ("led", None),
-}
+# The benchmarks: each data set and the models trained on it.
+_MODELS = {"digits": ("mlp", "cnn"), "mnist1d": ("cnn",), **{
+    dataset: ("mlp",) for dataset in RIVER_DATASETS + DRIFT_STREAMS}}
 
-_RIVER_DATASETS = ("imagesegments", "shuttle", "phishing", "bananas")
+#: Benchmark settings by name: a data set and the module trained on it
+#: (``None``: the MLP 128-128; an image shape, the data set's own:
+#: :class:`~dsc_sklearn.defence.modules.SmallCNN`). The ``-mlp`` rows after
+#: the first three are river's streams (the optional ``river`` package,
+#: nothing downloaded): its bundled real data sets and the concept before the
+#: drift of its drift generators, standardised.
+BENCHMARKS = {f"{dataset}-{model}": (dataset, image_shape(dataset) if model == "cnn" else None)
+              for dataset, models in _MODELS.items() for model in models}
 
 #: The benchmarks on river's streams (the "Real streams" table).
 STREAM_BENCHMARKS = tuple(name for name, (dataset, _) in BENCHMARKS.items()
-                          if dataset in _RIVER_DATASETS + DRIFT_STREAMS)
-
-#: The drift that is a drift generator's own concept drift
-#: (:func:`~dsc_sklearn.evaluation.protocol.run_concept_drift_protocol`);
-#: it runs on the benchmarks of river's generators only.
-CONCEPT_DRIFT = "concept"
+                          if dataset in RIVER_DATASETS + DRIFT_STREAMS)
 
 #: Every drift name ``run_benchmark(drifts=...)`` accepts.
-DRIFT_NAMES = tuple(DRIFTS) + (CONCEPT_DRIFT,)
+DRIFT_NAMES = tuple(DRIFT_REGISTRY)
 
 #: The benchmarks of ``dsc-sklearn benchmark --quick``.
 QUICK_BENCHMARKS = ("digits-mlp",)
@@ -152,11 +145,10 @@ def make_defence(defence, benchmark, params=None):
         raise ValueError(f"Unknown defence {defence!r}; choose from {sorted(DEFENCES)}.")
     if benchmark not in BENCHMARKS:
         raise ValueError(f"Unknown benchmark {benchmark!r}; choose from {sorted(BENCHMARKS)}.")
-    dataset, image_shape = BENCHMARKS[benchmark]
-    module = None if image_shape is None else partial(SmallCNN, image_shape=image_shape)
-    input_bounds = (0.0, 1.0) if dataset == "digits" else None
+    dataset, shape = BENCHMARKS[benchmark]
+    module = None if shape is None else partial(SmallCNN, image_shape=shape)
     return DiscrepancyAwareOnlineClassifier(
-        module, hidden_layer_sizes=_MLP_WIDTHS, input_bounds=input_bounds,
+        module, hidden_layer_sizes=_MLP_WIDTHS, input_bounds=input_bounds(dataset),
         **(DEFENCES[defence] if params is None else params),
     )
 
@@ -250,20 +242,15 @@ def default_drifts(benchmark):
     >>> default_drifts("digits-mlp"), default_drifts("sea-mlp"), default_drifts("phishing-mlp")
     (('noise', 'brightness', 'translation'), ('concept',), ())
     """
-    dataset = BENCHMARKS[benchmark][0]
-    if dataset in DRIFT_STREAMS:
-        return (CONCEPT_DRIFT,)
-    if benchmark in STREAM_BENCHMARKS:
-        return ()
-    return tuple(DRIFTS)
+    return drifts_for(BENCHMARKS[benchmark][0])
 
 
 def _drifts_of(benchmark, drifts):
     if drifts is None:
         return default_drifts(benchmark)
     # The concept drift needs a drift generator.
-    return tuple(kind for kind in drifts
-                 if kind != CONCEPT_DRIFT or BENCHMARKS[benchmark][0] in DRIFT_STREAMS)
+    return tuple(kind for kind in drifts if DRIFT_REGISTRY[kind].on_inputs
+                 or DRIFT_REGISTRY[kind].fits(BENCHMARKS[benchmark][0]))
 
 
 def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0, 1, 2),

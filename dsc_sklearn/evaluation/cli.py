@@ -172,9 +172,10 @@ def _usage_errors(args, plan, benchmark, drifts):
 
 def _benchmark(args, parser):
     from . import benchmark
-    from .protocol import DRIFTS
+    from .drifts import DRIFT_REGISTRY
 
-    drifts = {**DRIFTS, benchmark.CONCEPT_DRIFT: "river's generators' own concept drift"}
+    drifts = {name: drift.description if drift.level is None else drift.level
+              for name, drift in DRIFT_REGISTRY.items()}
     if args.list:
         return _list(benchmark, drifts)
     plan = _plan(args, benchmark, drifts)

@@ -33,7 +33,15 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import Bunch, check_random_state, check_scalar, resample
 
-__all__ = ["DATASETS", "DRIFT_STREAMS", "load_drift_stream", "load_stream_dataset"]
+__all__ = [
+    "DATASETS",
+    "DRIFT_STREAMS",
+    "RIVER_DATASETS",
+    "image_shape",
+    "input_bounds",
+    "load_drift_stream",
+    "load_stream_dataset",
+]
 
 _MNIST1D_DEFAULT_SAMPLES = 5000
 _SYNTHETIC_DEFAULT_SAMPLES = 20000
@@ -145,32 +153,24 @@ def _to_arrays(rows):
     return X, y
 
 
-#: river's class of each bundled data set.
-_RIVER_CLASSES = {
-    "imagesegments": "ImageSegments",
-    "shuttle": "Shuttle",
-    "phishing": "Phishing",
-    "bananas": "Bananas",
-}
-
-
 @lru_cache(maxsize=None)
 def _read_river_dataset(name):
     """All rows of a data set bundled with river, labels coded 0..k-1 (read-only)."""
     datasets = _import_river(name)
-    dataset_class = getattr(datasets, _RIVER_CLASSES[name], None)
+    river_class = _SPECS[name].river_class
+    dataset_class = getattr(datasets, river_class, None)
     if dataset_class is None:
         import river
 
         raise ImportError(
             f"river {river.__version__} does not bundle datasets."
-            f"{_RIVER_CLASSES[name]}, needed by the {name!r} dataset; upgrade "
+            f"{river_class}, needed by the {name!r} dataset; upgrade "
             "it with: pip install -U river"
         )
     dataset = dataset_class()
     if isinstance(dataset, datasets.base.RemoteDataset):
         raise ImportError(
-            f"river's datasets.{_RIVER_CLASSES[name]} is downloaded, not "
+            f"river's datasets.{river_class} is downloaded, not "
             f"bundled, in this river version; the {name!r} dataset loads only "
             "bundled files."
         )
@@ -336,20 +336,41 @@ def _load_before_drift(name, n_samples, rng):
 
 @dataclass(frozen=True)
 class _DatasetSpec:
+    """One data set: how it loads and what a model and a drift need to know of it.
+
+    ``stream`` is ``"river"`` for a real data set bundled with river (its
+    class there is ``river_class``), ``"generator"`` for a river drift
+    generator, ``None`` for the rest.
+    """
+
     loader: Callable
     n_classes: int
     image_shape: Optional[tuple]
     input_bounds: Optional[tuple]
     standardize: bool
     description: str
+    stream: Optional[str] = None
+    river_class: Optional[str] = None
 
 
-def _tabular(loader, n_classes, description):
+def _tabular(loader, n_classes, description, stream=None, river_class=None):
     """A standardised tabular data set."""
     return _DatasetSpec(
         loader=loader, n_classes=n_classes, image_shape=None, input_bounds=None,
-        standardize=True, description=description,
+        standardize=True, description=description, stream=stream, river_class=river_class,
     )
+
+
+def _river(name, river_class, n_classes, description, default=None):
+    """A real tabular data set bundled with river."""
+    return _tabular(partial(_load_river, name, default=default), n_classes, description,
+                    stream="river", river_class=river_class)
+
+
+def _generator(name, n_classes, description):
+    """The concept before the drift of one of river's drift generators."""
+    return _tabular(partial(_load_before_drift, name), n_classes, description,
+                    stream="generator")
 
 
 _SPECS = {
@@ -380,54 +401,88 @@ _SPECS = {
         "A 10-class, 64-feature Gaussian classification problem from "
         "make_classification, standardized with training-split statistics.",
     ),
-    "imagesegments": _tabular(
-        partial(_load_river, "imagesegments"), 7,
+    "imagesegments": _river(
+        "imagesegments", "ImageSegments", 7,
         "River's ImageSegments (UCI Statlog image segmentation): 2310 "
         "segments, 18 features, 7 balanced classes.",
     ),
-    "shuttle": _tabular(
-        partial(_load_river, "shuttle", default=_SHUTTLE_DEFAULT_SAMPLES), 2,
+    "shuttle": _river(
+        "shuttle", "Shuttle", 2,
         "River's Shuttle (UCI Statlog shuttle as ODDS anomaly detection): 9 "
         "sensor features, 7.15 % anomalies; a stratified subsample of 5000 of "
         "its 49097 rows by default.",
+        default=_SHUTTLE_DEFAULT_SAMPLES,
     ),
-    "phishing": _tabular(
-        partial(_load_river, "phishing"), 2,
+    "phishing": _river(
+        "phishing", "Phishing", 2,
         "River's Phishing websites: 1250 pages, 9 features, 43.8 % phishing.",
     ),
-    "bananas": _tabular(
-        partial(_load_river, "bananas"), 2,
+    "bananas": _river(
+        "bananas", "Bananas", 2,
         "River's Bananas: 5300 points in 2-D banana-shaped clusters, 44.8 % "
         "positive.",
     ),
-    "sea": _tabular(
-        partial(_load_before_drift, "sea"), 2,
+    "sea": _generator(
+        "sea", 2,
         "River's SEA concepts before the drift: 3 uniform features in [0, 10], "
         "positive when x0 + x1 > 7, 10 % label noise.",
     ),
-    "agrawal": _tabular(
-        partial(_load_before_drift, "agrawal"), 2,
+    "agrawal": _generator(
+        "agrawal", 2,
         "River's Agrawal loan applications before the drift: 9 features "
         "(3 integer-coded categories), classification function 0.",
     ),
-    "hyperplane": _tabular(
-        partial(_load_before_drift, "hyperplane"), 2,
+    "hyperplane": _generator(
+        "hyperplane", 2,
         "River's rotating hyperplane before the drift: 10 uniform features, a "
         "fixed random hyperplane, 5 % label noise.",
     ),
-    "randomrbf": _tabular(
-        partial(_load_before_drift, "randomrbf"), 5,
+    "randomrbf": _generator(
+        "randomrbf", 5,
         "River's random RBF before the drift: 10 features around 50 Gaussian "
         "centroids of 5 classes.",
     ),
-    "led": _tabular(
-        partial(_load_before_drift, "led"), 10,
+    "led": _generator(
+        "led", 10,
         "River's LED digits before the drift: 7 segments with 10 % noise and "
         "17 irrelevant binary attributes.",
     ),
 }
 
 DATASETS = tuple(_SPECS)
+
+#: The real data sets bundled with river.
+RIVER_DATASETS = tuple(name for name, spec in _SPECS.items() if spec.stream == "river")
+
+
+def image_shape(name):
+    """The shape a row of data set ``name`` reshapes into for a CNN; ``None`` for tabular data.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.datasets import image_shape
+    >>> image_shape("digits"), image_shape("phishing")
+    ((1, 8, 8), None)
+    """
+    return _spec(name).image_shape
+
+
+def input_bounds(name):
+    """The range data set ``name``'s features lie in; ``None`` when standardised.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.datasets import input_bounds
+    >>> input_bounds("digits"), input_bounds("mnist1d")
+    ((0.0, 1.0), None)
+    """
+    return _spec(name).input_bounds
+
+
+def _spec(name):
+    if name not in _SPECS:
+        raise ValueError(f"Unknown dataset {name!r}; choose from {DATASETS}.")
+    return _SPECS[name]
 
 
 def _check_params(name, n_samples, validation_size, test_size, valid_names=DATASETS):

@@ -36,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils import Bunch, check_random_state
 
 from .attacks import ADAPTIVE_ATTACKS, ATTACK_REGISTRY, ATTACKS
+from .drifts import DRIFTS, apply_drift
 
 __all__ = [
     "ADAPTIVE_ATTACKS",
@@ -47,11 +48,6 @@ __all__ = [
     "run_drift_protocol",
     "run_stream_protocol",
 ]
-
-#: Benign drifts of :func:`run_drift_protocol` and their default final strength:
-#: noise standard deviation, brightness offset, translation in pixels.
-DRIFTS = {"noise": 0.3, "brightness": 0.3, "translation": 2}
-
 
 def detection_report(is_poison, flagged):
     """Confusion counts and rates of a poison detector, ART-style.
@@ -544,63 +540,6 @@ def _summarise(log, result):
     result.accuracy_curve = np.asarray(log.curve)
     result.wall_time = time.perf_counter() - result.pop("started")
     return result
-
-
-def apply_drift(X, kind, level, *, image_shape=None, input_bounds=None, random_state=None):
-    """Shift inputs by a benign drift of the given level.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-    kind : {"noise", "brightness", "translation"}
-        Additive Gaussian noise of standard deviation ``level``, an offset
-        of ``level`` on every feature, or a shift of ``round(level)``
-        positions along the last image axis (zero-filled; the feature axis
-        when ``image_shape`` is None).
-    level : float
-        Drift strength; 0 returns ``X`` unchanged.
-    image_shape : tuple of int, default=None
-        Shape one row reshapes into, for translations.
-    input_bounds : tuple of (float, float), default=None
-        Clamp the drifted inputs to this range.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the noise.
-
-    Returns
-    -------
-    X_drifted : ndarray of float32
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from dsc_sklearn.evaluation.protocol import apply_drift
-    >>> apply_drift(np.array([[0.0, 0.5, 1.0]]), "brightness", 0.2, input_bounds=(0, 1))
-    array([[0.2, 0.7, 1. ]], dtype=float32)
-    >>> apply_drift(np.array([[1.0, 2.0, 3.0]]), "translation", 1)
-    array([[0., 1., 2.]], dtype=float32)
-    """
-    X = np.asarray(X, dtype=np.float32)
-    if kind == "noise":
-        rng = check_random_state(random_state)
-        X = X + rng.normal(scale=level, size=X.shape).astype(np.float32)
-    elif kind == "brightness":
-        X = X + np.float32(level)
-    elif kind == "translation":
-        X = _translate(X, int(round(level)), image_shape)
-    else:
-        raise ValueError(f"kind must be one of {tuple(DRIFTS)}; got {kind!r}.")
-    if input_bounds is not None:
-        X = np.clip(X, *input_bounds)
-    return X.astype(np.float32)
-
-
-def _translate(X, shift, image_shape):
-    if shift == 0:
-        return X.copy()
-    images = X.reshape(len(X), *(image_shape or (X.shape[1],)))
-    moved = np.zeros_like(images)
-    moved[..., shift:] = images[..., :-shift]
-    return moved.reshape(len(X), -1)
 
 
 def run_drift_protocol(
