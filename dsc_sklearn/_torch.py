@@ -15,9 +15,6 @@ from torch.func import functional_call
 __all__ = ["call_with_state", "cast_floating", "constant", "eval_mode", "set_mode",
            "to_device"]
 
-_as_tensor = torch.as_tensor  # to_device's own, which tests can tell from other calls
-
-
 @functools.lru_cache(maxsize=128)
 def constant(device, values, dtype):
     """A cached tensor of ``values`` on ``device``; do not modify it.
@@ -60,8 +57,8 @@ def to_device(data, device, dtype=None):
     """
     device = torch.device(device)
     if device.type != "cuda":
-        return _as_tensor(data, dtype=dtype, device=device)
-    return _as_tensor(data, dtype=dtype).pin_memory().to(device, non_blocking=True)
+        return torch.as_tensor(data, dtype=dtype, device=device)
+    return torch.as_tensor(data, dtype=dtype).pin_memory().to(device, non_blocking=True)
 
 
 def cast_floating(state, dtype):

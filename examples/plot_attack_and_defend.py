@@ -105,9 +105,9 @@ columns = ["defence", "attack", "accuracy_burn_in", "accuracy_accumulative",
 pd.DataFrame(records)[columns].round(3)
 
 # %%
-# :func:`~dsc_sklearn.evaluation.benchmark.results_table` aggregates the records over
-# seeds into a markdown table, as ``dsc-sklearn benchmark`` writes it to
-# ``results.md``.
+# :func:`~dsc_sklearn.evaluation.report.attack_results` aggregates the records over
+# seeds into a table (its ``markdown()`` is what ``dsc-sklearn benchmark``
+# writes to ``results.md``).
 #
 # The plots of :mod:`dsc_sklearn.evaluation.plotting` draw the records. Along the
 # attacked stream, a defence that holds keeps its accuracy after the

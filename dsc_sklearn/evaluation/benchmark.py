@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 import torch
 from joblib import Parallel, delayed
+from sklearn.utils import deprecated
 from tqdm.auto import tqdm
 
 from ..defence._classifier import DiscrepancyAwareOnlineClassifier
@@ -342,35 +343,19 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
     return list(tqdm(runs, total=len(jobs), desc="benchmark", disable=not progress))
 
 
-def results_table(records, legend=False):
-    """Markdown table of the attack runs: mean ± standard deviation over seeds.
+def _deprecated_table(name, results, *arguments, source=""):
+    """A ``*_table`` function of version 0.1: the markdown of a report table, deprecated."""
+    call = f"dsc_sklearn.evaluation.report.{results.__name__}(records{source}).markdown(legend)"
 
-    Accuracies and flagged shares are in %, "clean cost" is the drop of the
-    clean-stream accuracy against plain training (``ST``) on the same
-    benchmark, in points; :data:`~dsc_sklearn.evaluation.report.ATTACK_COLUMNS`
-    explains every column.
+    @deprecated(f"{name} is deprecated since 0.2 and will be removed in 0.3; use {call}.")
+    def table(records, legend=False):
+        return results(records, *arguments).markdown(legend)
 
-    Parameters
-    ----------
-    records : list of dict
-        As returned by :func:`run_benchmark`.
-    legend : bool, default=False
-        Follow the table with one line per column saying what it holds.
+    table.__name__ = table.__qualname__ = name
+    table.__doc__ = f"""Markdown of :func:`~dsc_sklearn.evaluation.report.{results.__name__}`.
 
-    Returns
-    -------
-    table : str
-    """
-    return attack_results(records).markdown(legend)
-
-
-def drift_table(records, legend=False):
-    """Markdown table of the benign-drift runs: mean ± standard deviation.
-
-    "gap" is plain training's accuracy minus the defence's on the drifted
-    test set (positive: the defence costs accuracy), in points;
-    :data:`~dsc_sklearn.evaluation.report.DRIFT_COLUMNS` explains every
-    column.
+    .. deprecated:: 0.2
+       Use ``{call}``.
 
     Parameters
     ----------
@@ -383,53 +368,14 @@ def drift_table(records, legend=False):
     -------
     table : str
     """
-    return drift_results(records).markdown(legend)
+    return table
 
 
-def adaptive_table(records, legend=False):
-    """Markdown table of what each defence keeps under each attack.
-
-    One row per benchmark, attack and defence: the accuracy after the
-    attack ends (its worst seed too), the clean cost, and the share of the
-    attack's steps the step guard scaled;
-    :data:`~dsc_sklearn.evaluation.report.ADAPTIVE_COLUMNS` explains every
-    column.
-
-    Parameters
-    ----------
-    records : list of dict
-        As returned by :func:`run_benchmark`.
-    legend : bool, default=False
-        Follow the table with one line per column saying what it holds.
-
-    Returns
-    -------
-    table : str
-    """
-    return adaptive_results(records).markdown(legend)
-
-
-def stream_table(records, legend=False):
-    """Markdown table of the river streams: attacks and the generators' own drift.
-
-    One row per benchmark and defence, one column per attack (accuracy
-    after it ends), the clean cost, and what the concept drift cost
-    against plain training; :func:`~dsc_sklearn.evaluation.report.stream_results`
-    explains every column.
-
-    Parameters
-    ----------
-    records : list of dict
-        As returned by :func:`run_benchmark`; records of benchmarks outside
-        :data:`STREAM_BENCHMARKS` are left out.
-    legend : bool, default=False
-        Follow the table with one line per column saying what it holds.
-
-    Returns
-    -------
-    table : str
-    """
-    return stream_results(records, STREAM_BENCHMARKS).markdown(legend)
+results_table = _deprecated_table("results_table", attack_results)
+drift_table = _deprecated_table("drift_table", drift_results)
+adaptive_table = _deprecated_table("adaptive_table", adaptive_results)
+stream_table = _deprecated_table("stream_table", stream_results, STREAM_BENCHMARKS,
+                                 source=", STREAM_BENCHMARKS")
 
 
 def save_results(records, path):

@@ -25,9 +25,9 @@ _ADAPTIVE = "adaptive"
 
 
 def _usable_cores():
-    from .report import usable_cores
+    from joblib import cpu_count
 
-    return usable_cores()
+    return cpu_count()
 
 
 def _parser():
@@ -171,7 +171,7 @@ def _usage_errors(args, plan, benchmark, drifts):
 
 
 def _benchmark(args, parser):
-    from . import benchmark
+    from . import benchmark, report
     from .drifts import DRIFT_REGISTRY
 
     drifts = {name: drift.description if drift.level is None else drift.level
@@ -197,13 +197,15 @@ def _benchmark(args, parser):
         **options,
     )
     wall_time = time.perf_counter() - started
-    table = "## Accumulative poisoning\n\n" + benchmark.results_table(records)
+    table = "## Accumulative poisoning\n\n" + report.attack_results(records).markdown()
     if any(r["attack"].startswith("drift-") for r in records):
-        table += "\n## Benign drift (clean streams)\n\n" + benchmark.drift_table(records)
+        table += ("\n## Benign drift (clean streams)\n\n"
+                  + report.drift_results(records).markdown())
     if len(set(plan.attacks)) > 1:
-        table += "\n## Adaptive attacks\n\n" + benchmark.adaptive_table(records)
+        table += "\n## Adaptive attacks\n\n" + report.adaptive_results(records).markdown()
     if set(plan.benchmarks) & set(benchmark.STREAM_BENCHMARKS):
-        table += "\n## Real streams\n\n" + benchmark.stream_table(records)
+        table += "\n## Real streams\n\n" + report.stream_results(
+            records, benchmark.STREAM_BENCHMARKS).markdown()
     print(table)
     print(f"{len(records)} runs in {wall_time:.1f} s on {n_jobs} worker(s), one torch "
           "thread each; mean ± standard deviation over seeds, accuracies in %.")

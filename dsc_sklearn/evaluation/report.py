@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from sklearn.utils import deprecated
 
 from .attacks import ATTACK_LEGENDS
 from .attacks import PLAIN_TRAINING_ONLY_ATTACKS as ST_BASELINE_ATTACKS
@@ -57,26 +58,25 @@ __all__ = [
 ]
 
 
+@deprecated("usable_cores is deprecated since 0.2 and will be removed in 0.3; use "
+            "joblib.cpu_count().")
 def usable_cores():
-    """The number of CPU cores this process may run on.
+    """The number of CPU cores this process may run on: ``joblib.cpu_count()``.
+
+    .. deprecated:: 0.2
+       Use :func:`joblib.cpu_count`, which also honours container CPU quotas.
 
     Returns
     -------
     n_cores : int
-        ``len(os.sched_getaffinity(0))`` where the platform has it (it
-        honours ``taskset`` and container CPU sets), else
-        ``os.cpu_count()``.
-
-    Examples
-    --------
-    >>> from dsc_sklearn.evaluation.report import usable_cores
-    >>> usable_cores() >= 1
-    True
     """
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
+    return _cpu_count()
+
+
+def _cpu_count():
+    from joblib import cpu_count
+
+    return cpu_count()
 
 
 def _mean_std(values, scale=1.0, digits=1):
@@ -523,7 +523,7 @@ def environment():
     return {
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "versions": ", ".join(versions),
-        "machine": (f"{platform.platform()}, {usable_cores()} usable CPU cores "
+        "machine": (f"{platform.platform()}, {_cpu_count()} usable CPU cores "
                     f"({os.cpu_count()} in all)"),
     }
 

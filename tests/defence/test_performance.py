@@ -10,6 +10,7 @@ import collections
 import copy
 import math
 import pickle
+import sys
 import warnings
 
 import numpy as np
@@ -438,19 +439,19 @@ def test_host_syncs_per_batch_are_the_decisions_only(digits, host_syncs, params,
 def host_copies(monkeypatch):
     """Count tensors built from host data: directly (a synchronising copy onto
     a CUDA device) and through ``_torch.to_device`` (an asynchronous one)."""
-    import dsc_sklearn._torch as torch_helpers
+    from dsc_sklearn._torch import to_device
 
     counts = collections.Counter()
-    for owner, name, key in ((torch, "as_tensor", "direct"), (torch, "tensor", "direct"),
-                             (torch_helpers, "_as_tensor", "to_device")):
-        original = getattr(owner, name)
+    for name in ("as_tensor", "tensor"):
+        original = getattr(torch, name)
 
-        def counting(data, *args, _original=original, _key=key, **kwargs):
+        def counting(data, *args, _original=original, **kwargs):
             if not isinstance(data, torch.Tensor):
-                counts[_key] += 1
+                caller = sys._getframe(1).f_code
+                counts["to_device" if caller is to_device.__code__ else "direct"] += 1
             return _original(data, *args, **kwargs)
 
-        monkeypatch.setattr(owner, name, counting)
+        monkeypatch.setattr(torch, name, counting)
     return counts
 
 

@@ -16,12 +16,11 @@ from dsc_sklearn.evaluation.benchmark import (
     QUICK_BENCHMARKS,
     QUICK_DEFENCES,
     QUICK_DRIFTS,
-    drift_table,
     make_defence,
-    results_table,
     run_benchmark,
 )
 from dsc_sklearn.evaluation.protocol import DRIFTS
+from dsc_sklearn.evaluation.report import attack_results, drift_results
 
 FAST = dict(max_steps=2, burn_in_epochs=1, defence_warmup=1)
 
@@ -50,7 +49,7 @@ def test_run_benchmark_records_and_table():
         ("DSC-default", "accumulative"), ("ST", "accumulative"), ("ST", "noise"),
         ("ST", "trigger_only")]
     json.dumps(records)  # JSON-serialisable
-    table = results_table(records)
+    table = attack_results(records).markdown()
     assert table.count("\n| digits-cnn |") == 4
     assert "after trigger" in table
 
@@ -65,9 +64,9 @@ def test_drift_runs_and_table():
     plain = next(r for r in drift if r["defence"] == "plain")
     assert plain["accuracy_gap"] == 0.0  # plain training is its own twin
     assert plain["flagged_fraction_drift"] == 0.0
-    table = drift_table(records)
+    table = drift_results(records).markdown()
     assert table.count("| brightness |") == 2
-    assert "drift" not in results_table(records).split("\n", 2)[2]
+    assert "drift" not in attack_results(records).markdown().split("\n", 2)[2]
 
 
 def test_the_quick_set_names_rows_of_the_tables():
@@ -109,10 +108,10 @@ def test_each_run_uses_one_torch_thread_and_restores_the_setting(monkeypatch, th
 def test_tables_can_carry_their_legends():
     records = run_benchmark(["digits-mlp"], ["ST"], [0], progress=False, drifts=("noise",),
                             n_jobs=1, **FAST)
-    attack, drift = results_table(records, legend=True), drift_table(records, legend=True)
+    attack, drift = attack_results(records).markdown(True), drift_results(records).markdown(True)
     assert "- **after trigger (%)**: " in attack and "- **clean cost (pt)**: " in attack
     assert "- **gap (pt)**: " in drift
-    assert "**after trigger (%)**" not in results_table(records)
+    assert "**after trigger (%)**" not in attack_results(records).markdown()
 
 
 def test_every_row_but_the_defaults_names_its_parts():
@@ -125,3 +124,15 @@ def test_every_row_but_the_defaults_names_its_parts():
     assert plain["step_guard"] is None
     assert make_defence("DSC-default", "digits-mlp").get_params()["step_guard"] == \
         defaults["step_guard"]
+
+
+@pytest.mark.parametrize("name, results", [("results_table", attack_results),
+                                           ("drift_table", drift_results)])
+def test_the_0_1_table_functions_are_deprecated_aliases(name, results):
+    records = [dict(benchmark="digits-mlp", defence="ST", attack="accumulative", seed=0,
+                    accuracy_trigger=0.5, accuracy_clean=0.9, accuracy_burn_in=0.9,
+                    accuracy_accumulative=0.8, flagged_fraction_clean=0.0,
+                    flagged_fraction_trigger=0.0, wall_time=1.0)]
+    with pytest.warns(FutureWarning, match=f"{name} is deprecated.*report.{results.__name__}"):
+        table = getattr(benchmark, name)(records, legend=True)
+    assert table == results(records).markdown(True)

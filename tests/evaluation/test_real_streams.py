@@ -11,10 +11,8 @@ from dsc_sklearn import DiscrepancyAwareOnlineClassifier  # noqa: E402
 from dsc_sklearn.evaluation.benchmark import (  # noqa: E402
     BENCHMARKS,
     STREAM_BENCHMARKS,
-    adaptive_table,
     default_drifts,
     run_benchmark,
-    stream_table,
 )
 from dsc_sklearn.evaluation.cli import main  # noqa: E402
 from dsc_sklearn.evaluation.datasets import (  # noqa: E402
@@ -23,6 +21,7 @@ from dsc_sklearn.evaluation.datasets import (  # noqa: E402
     load_stream_dataset,
 )
 from dsc_sklearn.evaluation.protocol import run_concept_drift_protocol  # noqa: E402
+from dsc_sklearn.evaluation.report import adaptive_results, stream_results  # noqa: E402
 
 TINY = dict(max_steps=1, burn_in_epochs=1, defence_warmup=1)
 
@@ -72,7 +71,7 @@ def test_every_stream_runs_the_attack_and_its_drift(name):
     assert kinds == (["accumulative", "drift-concept"] if drift else ["accumulative"])
     attack = next(r for r in records if r["attack"] == "accumulative")
     assert attack["n_accumulative_steps"] == 1 and attack["accuracy_trigger"] is not None
-    table = stream_table(records)
+    table = stream_results(records, STREAM_BENCHMARKS).markdown()
     assert table.count(f"| {name} | DSC-default |") == 1
     assert ("drift gap (pt)" in table) == drift
 
@@ -90,14 +89,14 @@ def test_adaptive_and_stream_tables_from_one_run():
     records = run_benchmark(["phishing-mlp"], ["ST", "DSC-default"], [0, 1],
                             attacks=("accumulative", "guard_aware"), drifts=(),
                             progress=False, n_jobs=1, **TINY)
-    table = adaptive_table(records, legend=True)
+    table = adaptive_results(records).markdown(True)
     rows = [line for line in table.splitlines() if line.startswith("| phishing-mlp")]
     # Grouped by attack; the ST-only baselines are left out.
     assert [row.split(" | ")[1:3] for row in rows] == [
         ["accumulative", "ST"], ["accumulative", "DSC-default"],
         ["guard_aware", "ST"], ["guard_aware", "DSC-default"]]
     assert "- **steps scaled (%)**: " in table and "guard_aware: " in table
-    streams = stream_table(records)
+    streams = stream_results(records, STREAM_BENCHMARKS).markdown()
     assert "after accumulative (%)" in streams and "after guard_aware (%)" in streams
     st_row = next(line for line in streams.splitlines() if line.startswith("| phishing-mlp | ST"))
     assert st_row.split(" | ")[6].startswith("0.0 ± ")  # ST against its own mean
