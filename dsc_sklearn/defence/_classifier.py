@@ -47,27 +47,6 @@ def _checked_sample_weight(sample_weight, X):
     return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
 
 
-def _to_host(records, flags, non_finite):
-    """The steps' records and flags as arrays, in one device-to-host copy.
-
-    Returns ``(values, flagged, bad)``: a float32 array of shape ``(n_steps,
-    len(LOG_FIELDS))``, a boolean array with one entry per row trained, and
-    one boolean per step, true when it was not finite.
-    """
-    records, flags = torch.stack(records), torch.cat(flags)
-    n_values, n_flags = records.numel(), flags.numel()
-    packed = torch.cat((records.flatten(), flags.to(records.dtype),
-                        torch.stack(non_finite).to(records.dtype))).cpu().numpy()
-    return (packed[:n_values].reshape(records.shape),
-            packed[n_values:n_values + n_flags] != 0, packed[n_values + n_flags:] != 0)
-
-
-def _record_batch(history, loss, batch_size):
-    """The batch entries skorch's ``run_single_epoch`` writes."""
-    history.record_batch("train_loss", loss)
-    history.record_batch("train_batch_size", batch_size)
-
-
 def _integer_labels(y):
     """Whether ``y`` is a 1-D array of integer or boolean labels."""
     return isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "biu"
@@ -592,56 +571,22 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         return to_device(scaled, self.device_), totals
 
     def _train_pass(self, Xt, yt, X, y, weights=None, transaction=None):
-        """One pass of ``batch_size`` chunks through the net: one skorch epoch.
+        """One pass of ``batch_size`` chunks through the net (its :meth:`stream_epoch`).
 
-        skorch's callbacks are notified as in ``NeuralNet.partial_fit``, and
-        ``net_.history`` gains one row per pass with a record per batch.
-        Without callbacks, the batch records are written after the pass from
-        the values copied to the host once, so that the training step never
-        waits for the device; the steps' non-finite flags come back in the
-        same copy, and a non-finite batch fails the call (with callbacks,
-        each batch is checked before ``on_batch_end``). The counters and
-        ``stream_log_`` are updated only once every batch has trained.
+        The counters and ``stream_log_`` are updated only once every batch
+        has trained; a batch that was not finite fails the call with an
+        error that names it.
         """
-        net = self.net_
-        notify = bool(net.callbacks_)
-        net.notify("on_train_begin", X=X, y=y)
-        net.notify("on_epoch_begin", dataset_train=None, dataset_valid=None)
-        records, flags, non_finite = [], [], []
-        for index, start in enumerate(range(0, len(Xt), self.batch_size)):
-            stop = start + self.batch_size
-            batch = (Xt[start:stop], yt[start:stop])
-            if notify:
-                net.notify("on_batch_begin", batch=batch, training=True)
-            try:
-                if weights is None:
-                    step = net.train_step(batch)
-                else:
-                    step = net.train_step(batch, sample_weight=weights[0][start:stop],
-                                          weight_total=weights[1][index])
-            except NonFiniteError as exc:
-                raise self._non_finite_error(X, index, start, stop) from exc
-            records.append(step["record"])
-            flags.append(step["flagged"])
-            non_finite.append(step["non_finite"])
-            if notify:
-                if bool(step["non_finite"]):
-                    raise self._non_finite_error(X, index, start, stop)
-                _record_batch(net.history, step["loss"].item(), len(batch[0]))
-                net.notify("on_batch_end", batch=batch, training=True, **step)
-        values, last_flagged, bad = _to_host(records, flags, non_finite)
-        if bad.any():
-            index = int(np.argmax(bad))
+        try:
+            values, last_flagged = self.net_.stream_epoch(
+                Xt, yt, self.batch_size, weights, X_raw=X, y_raw=y)
+        except NonFiniteError as exc:
+            index = getattr(exc, "batch_index", None)
+            if index is None:
+                raise
             start = index * self.batch_size
-            raise self._non_finite_error(X, index, start, start + self.batch_size)
+            raise self._non_finite_error(X, index, start, start + self.batch_size) from exc
         self._log(values, last_flagged, transaction)
-        if not notify:
-            for loss, batch_flags in zip(values[:, 0].tolist(), flags):
-                net.history.new_batch()
-                _record_batch(net.history, loss, len(batch_flags))
-        net.history.record("train_batch_count", len(records))
-        net.notify("on_epoch_end", dataset_train=None, dataset_valid=None)
-        net.notify("on_train_end", X=X, y=y)
 
     def _non_finite_error(self, X, index, start, stop):
         """The error of a batch whose training produced NaN or an infinity."""

@@ -16,6 +16,7 @@ from .._torch import call_with_state, cast_floating, constant, eval_mode, set_mo
 from ._params import DEFENCE_PARAMETERS
 from .discrepancy import (
     STATISTICS,
+    NonFiniteError,
     mark_non_finite,
     mark_out_of_range,
     memorization_discrepancy,
@@ -103,6 +104,34 @@ def _load_component_state(net, name, saved):
 def _union(masks):
     """Rows flagged by any gate; a single gate's mask is returned as is."""
     return masks[0] if len(masks) == 1 else torch.stack(masks).any(dim=0)
+
+
+def _to_host(records, flags, non_finite):
+    """The steps' records and flags as arrays, in one device-to-host copy.
+
+    Returns ``(values, flagged, bad)``: a float32 array of shape ``(n_steps,
+    len(LOG_FIELDS))``, a boolean array with one entry per row trained, and
+    one boolean per step, true when it was not finite.
+    """
+    records, flags = torch.stack(records), torch.cat(flags)
+    n_values, n_flags = records.numel(), flags.numel()
+    packed = torch.cat((records.flatten(), flags.to(records.dtype),
+                        torch.stack(non_finite).to(records.dtype))).cpu().numpy()
+    return (packed[:n_values].reshape(records.shape),
+            packed[n_values:n_values + n_flags] != 0, packed[n_values + n_flags:] != 0)
+
+
+def _record_batch(history, loss, batch_size):
+    """The batch entries skorch's ``run_single_epoch`` writes."""
+    history.record_batch("train_loss", loss)
+    history.record_batch("train_batch_size", batch_size)
+
+
+def _non_finite_batch(index):
+    """The error of the training step on batch ``index`` (its ``batch_index``)."""
+    error = NonFiniteError(f"Training on batch {index + 1} produced NaN or an infinity.")
+    error.batch_index = index
+    return error
 
 
 def is_mode_invariant(module):
@@ -482,6 +511,88 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
                                    if name not in names])
             type(self)._configured_names = names  # per class: state_attributes may differ
         return names
+
+    # ----------------------------------------------------------- the pass
+
+    def stream_epoch(self, X, y, batch_size, sample_weight=None, *, X_raw=None, y_raw=None):
+        """One skorch epoch over ``X`` in batches of ``batch_size``: one ``partial_fit`` call.
+
+        It runs :meth:`train_step` on each batch and notifies skorch's
+        callbacks as ``NeuralNet.partial_fit`` does (``on_train_begin``,
+        ``on_epoch_begin``, per batch ``on_batch_begin``,
+        ``on_grad_computed`` and ``on_batch_end``, then ``on_epoch_end``
+        and ``on_train_end``); ``history`` gains one row with an entry per
+        batch. Without callbacks, the batch entries are written after the
+        pass from the values copied to the host once, so that the training
+        step never waits for the device; the steps' non-finite flags come
+        back in the same copy (with callbacks, each batch is checked before
+        ``on_batch_end``).
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, n_features)
+            The call's inputs, on the net's device.
+        y : torch.Tensor of shape (n_samples,)
+            Their encoded labels, on the device.
+        batch_size : int
+            Rows per training step.
+        sample_weight : tuple of (torch.Tensor, list of float), default=None
+            The rows' weights on the device and each batch's total on the
+            host; ``None`` weighs the rows alike.
+        X_raw, y_raw : array-like, default=None
+            What ``on_train_begin`` and ``on_train_end`` receive as ``X`` and
+            ``y`` (the caller's arrays).
+
+        Returns
+        -------
+        values : ndarray of shape (n_batches, len(LOG_FIELDS))
+            Each step's :data:`LOG_FIELDS`.
+        flagged : ndarray of bool, shape (n_samples,)
+            The rows the gate flagged.
+
+        Raises
+        ------
+        NonFiniteError
+            When a step produced NaN or an infinity; its ``batch_index`` is
+            the batch's index in the call.
+        """
+        notify = bool(self.callbacks_)
+        self.notify("on_train_begin", X=X_raw, y=y_raw)
+        self.notify("on_epoch_begin", dataset_train=None, dataset_valid=None)
+        records, flags, non_finite = [], [], []
+        for index, start in enumerate(range(0, len(X), batch_size)):
+            batch = (X[start:start + batch_size], y[start:start + batch_size])
+            if notify:
+                self.notify("on_batch_begin", batch=batch, training=True)
+            try:
+                if sample_weight is None:
+                    step = self.train_step(batch)
+                else:
+                    step = self.train_step(
+                        batch, sample_weight=sample_weight[0][start:start + batch_size],
+                        weight_total=sample_weight[1][index])
+            except NonFiniteError as exc:
+                exc.batch_index = index
+                raise
+            records.append(step["record"])
+            flags.append(step["flagged"])
+            non_finite.append(step["non_finite"])
+            if notify:
+                if bool(step["non_finite"]):
+                    raise _non_finite_batch(index)
+                _record_batch(self.history, step["loss"].item(), len(batch[0]))
+                self.notify("on_batch_end", batch=batch, training=True, **step)
+        values, flagged, bad = _to_host(records, flags, non_finite)
+        if bad.any():
+            raise _non_finite_batch(int(np.argmax(bad)))
+        if not notify:
+            for loss, batch_flags in zip(values[:, 0].tolist(), flags):
+                self.history.new_batch()
+                _record_batch(self.history, loss, len(batch_flags))
+        self.history.record("train_batch_count", len(records))
+        self.notify("on_epoch_end", dataset_train=None, dataset_valid=None)
+        self.notify("on_train_end", X=X_raw, y=y_raw)
+        return values, flagged
 
     # ------------------------------------------------------------ the step
 
