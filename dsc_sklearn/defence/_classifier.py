@@ -144,8 +144,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
     (Discrepancy-aware Sample Correction, DSC) before the model takes its
     training step [1]_. By default (``correction="none"``) no discrepancy is
     computed, and the step guard (``step_guard="auto"``) bounds what one
-    training step may change. This defends against accumulative poisoning, where small perturbations in a stream of
-    batches prepare the model for one destructive trigger batch [2]_.
+    training step may change. This defends against accumulative poisoning,
+    where small perturbations in a stream of batches prepare the model for
+    one destructive trigger batch [2]_.
 
     The torch training runs in a skorch network (``net_``) whose
     ``train_step`` carries the defence; this estimator adds what

@@ -546,7 +546,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         correction.correct(self.correction_context(), step)
 
     def correction_context(self):
-        """What a correction may use: the :class:`~dsc_sklearn.defence.correction.CorrectionContext`."""
+        """What a correction may use, as a
+        :class:`~dsc_sklearn.defence.correction.CorrectionContext`."""
         return CorrectionContext(
             module=self.module_, epsilon=self.epsilon, step_size=self.step_size,
             max_steps=self.max_correction_steps, input_bounds=self.input_bounds,
