@@ -246,7 +246,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         exceeds this threshold (same forms as ``threshold``, its own
         calibration); a unit is flagged when either gate fires. ``None``
         gates on the discrepancy alone.
-    step_guard : "auto", StepGuard or None, default="auto"
+    step_guard : "auto", BaseGuard or None, default="auto"
         Bound what one optimizer step may do to what the model knows (this
         library's extension of the method, see
         :class:`~dsc_sklearn.defence.guards.StepGuard`): after each step,

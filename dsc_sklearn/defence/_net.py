@@ -129,7 +129,8 @@ class Step:
         The threshold in force of every gate (its policy's ``current()``),
         in gate order.
     gates : list of tuple
-        ``(policy, units, unit_flags)`` per gate, for the policies' update.
+        ``(policy, units, unit_flags, rows)`` per gate: the units' statistic
+        and the policy's flags, for its update, and the rows flagged.
     flagged : torch.Tensor of bool or None
         Rows flagged by any gate; ``None`` when no gate ran.
     X_train, y_train : torch.Tensor

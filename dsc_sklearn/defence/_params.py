@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from . import thresholds
 from ._registry import RegistryOptions
 from .correction import CORRECTIONS, BaseCorrection, make_correction
 from .discrepancy import REFERENCES
 from .guards import StepGuard, make_step_guard
-from .thresholds import THRESHOLDS, ThresholdPolicy, make_threshold
+from .thresholds import ThresholdPolicy, make_threshold
 
 __all__ = [
     "DEFENCE_PARAMETERS",
@@ -90,7 +91,7 @@ _POSITIVE_INT = (NumberInterval(numbers.Integral, 1, None, closed="left"),)
 _NON_NEGATIVE = (NumberInterval(numbers.Real, 0, None, closed="left"),)
 _THRESHOLD = (
     NumberInterval(numbers.Real, 0, None, closed="left"),
-    RegistryOptions(THRESHOLDS),
+    RegistryOptions(thresholds.THRESHOLDS),
     callable,
     ThresholdPolicy,
 )
