@@ -237,7 +237,13 @@ class ThresholdPolicy(BaseEstimator, ABC):
         self.n_updates_ = _check_count(state["n_updates"], "n_updates", self)
 
     def to(self, device):
-        """Move the state's tensors to ``device`` in place; return ``self``."""
+        """Move the state's tensors to ``device`` in place; return ``self``.
+
+        A utility, not a hook of the training step: the net never calls it
+        (pickles and ``load_params`` put the state's tensors on the
+        estimator's device as they load it). A subclass whose state holds
+        tensors extends it so that a policy can be moved by hand.
+        """
         return self
 
     def _check_keys(self, state, expected):
