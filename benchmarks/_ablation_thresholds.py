@@ -4,10 +4,16 @@ from dsc_sklearn.defence.thresholds import AutoThreshold
 
 
 class MarginThreshold(AutoThreshold):
-    """``margin`` times the window quantile: tolerates gradual drift."""
+    """``margin`` times the window quantile: tolerates gradual drift.
 
-    def __init__(self, margin=1.0, **kwargs):
-        super().__init__(**kwargs)
+    Every parameter is named (no ``**kwargs``): a policy is a scikit-learn
+    estimator, and ``clone`` rebuilds it from its named parameters.
+    """
+
+    def __init__(self, margin=1.0, quantile=0.99, window=20, warmup=10,
+                 max_flagged_fraction=1.0):
+        super().__init__(quantile=quantile, window=window, warmup=warmup,
+                         max_flagged_fraction=max_flagged_fraction)
         self.margin = margin
 
     def current(self, device=None):
@@ -17,8 +23,10 @@ class MarginThreshold(AutoThreshold):
 class PatientThreshold(MarginThreshold):
     """Admit a batch anyway after ``patience`` consecutive exclusions."""
 
-    def __init__(self, patience=10, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, patience=10, margin=1.0, quantile=0.99, window=20, warmup=10,
+                 max_flagged_fraction=1.0):
+        super().__init__(margin=margin, quantile=quantile, window=window, warmup=warmup,
+                         max_flagged_fraction=max_flagged_fraction)
         self.patience = patience
         self.n_excluded = 0
 

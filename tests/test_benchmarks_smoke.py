@@ -57,3 +57,12 @@ def test_scripts_print_their_tables(tmp_path):
     assert "device: cpu" in result.stdout
     assert "16 snapshots" in result.stdout
     assert (tmp_path / "ratios.json").exists()
+
+
+def test_reimplementations_script_prints_its_table():
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import reimplementations; "
+            "reimplementations.main(['--batch-sizes', '32', '--rounds', '1'])")
+    result = _run("-c", code)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "| window quantile, partial_fit dsc-auto | 32 |" in result.stdout
+    assert "| validation, alone | 32 |" in result.stdout

@@ -116,13 +116,16 @@ def _torch_seed(seed, device):
 class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
     """Online neural-network classifier guarded by memorization discrepancy.
 
-    Each streamed batch is compared with historical snapshots of the model:
-    the per-sample memorization discrepancy ``KL(p_hist(x) || p_cur(x))``
-    flags the samples the model's memory disagrees on, the flagged samples
-    are corrected (Discrepancy-aware Sample Correction, DSC, by default), and
-    only then does the model take its training step [1]_. This defends
-    against accumulative poisoning, where small perturbations in a stream of
-    batches prepare the model for one destructive trigger batch [2]_.
+    Each streamed batch can be compared with historical snapshots of the
+    model: the per-sample memorization discrepancy ``KL(p_hist(x) ||
+    p_cur(x))`` flags the samples the model's memory disagrees on, and with
+    ``correction="dsc"`` the flagged samples are corrected
+    (Discrepancy-aware Sample Correction, DSC) before the model takes its
+    training step [1]_. By default (``correction="none"``) no discrepancy is
+    computed, and the step guard (``step_guard="auto"``) bounds what one
+    training step may change. This defends against accumulative poisoning,
+    where small perturbations in a stream of batches prepare the model for
+    one destructive trigger batch [2]_.
 
     The torch training runs in a skorch network (``net_``) whose
     ``train_step`` carries the defence; this estimator adds what
@@ -176,20 +179,27 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         batches, after a warm-up of 10 batches, see
         :class:`~dsc_sklearn.defence.thresholds.AutoThreshold`), a callable
         ``step -> float`` such as
-        :func:`~dsc_sklearn.defence.thresholds.linear_schedule`, or a configured
-        policy such as ``AutoThreshold(quantile=0.995)``.
+        :func:`~dsc_sklearn.defence.thresholds.linear_schedule`, a configured
+        policy such as ``AutoThreshold(quantile=0.995)`` (the net calibrates
+        a clone), or a name registered in
+        :data:`~dsc_sklearn.defence.thresholds.THRESHOLDS`.
     granularity : {"sample", "batch"}, default="sample"
         Flag samples one by one, or the whole batch on its mean discrepancy
         as the reference implementation does.
-    correction : {"dsc", "none", "drop", "descent", "adversarial"}, \
-            default="dsc"
-        What happens before the training step: ``"dsc"`` corrects flagged
-        samples by signed descent of the current model's cross-entropy until
-        their discrepancy is under the threshold; ``"none"`` trains plainly
-        (no discrepancy is computed); ``"drop"`` trains on unflagged samples
-        only; ``"descent"`` is the reference code's "AT" baseline (always
-        ``max_correction_steps`` descent steps, no gate); ``"adversarial"``
-        is Madry-style PGD adversarial training.
+    correction : {"none", "dsc", "drop", "descent", "adversarial"} or \
+            BaseCorrection, default="none"
+        What happens before the training step: ``"none"`` trains plainly
+        (no discrepancy is computed); ``"dsc"`` corrects flagged samples by
+        signed descent of the current model's cross-entropy until their
+        discrepancy is under the threshold; ``"drop"`` trains on unflagged
+        samples only; ``"descent"`` is the reference code's "AT" baseline
+        (always ``max_correction_steps`` descent steps, no gate);
+        ``"adversarial"`` is Madry-style PGD adversarial training. Also a
+        name registered in
+        :data:`~dsc_sklearn.defence.correction.CORRECTIONS`, or a
+        :class:`~dsc_sklearn.defence.correction.BaseCorrection` instance
+        (the net trains with a clone; its parameters are nested
+        parameters, e.g. ``correction__factor``).
     epsilon : float, default=0.2
         Radius of the L-infinity ball a correction stays in.
     step_size : float, default=0.02

@@ -14,6 +14,7 @@ from torch import nn
 
 from .._torch import call_with_state, cast_floating, constant, eval_mode, set_mode, to_device
 from ._params import DEFENCE_PARAMETERS
+from .correction import CorrectionContext, _NetCorrection
 from .discrepancy import (
     STATISTICS,
     NonFiniteError,
@@ -156,9 +157,11 @@ class Step:
     statistic, threshold : torch.Tensor or None
         The first gate's per-sample statistic and threshold in force.
     thresholds : list of torch.Tensor
-        The threshold of every gate, in gate order.
+        The threshold in force of every gate (its policy's ``current()``),
+        in gate order.
     gates : list of tuple
-        ``(policy, units, unit_flags)`` per gate, for the policies' update.
+        ``(policy, units, unit_flags, rows)`` per gate: the units' statistic
+        and the policy's flags, for its update, and the rows flagged.
     flagged : torch.Tensor of bool or None
         Rows flagged by any gate; ``None`` when no gate ran.
     X_train, y_train : torch.Tensor
@@ -652,8 +655,11 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
     def gate(self, step):
         """Compute the gate statistics and flag the rows, unless the correction needs no gate.
 
-        Fills in ``statistic``, ``threshold``, ``thresholds``, ``gates`` and
-        ``flagged``; the policies learn from the batch in :meth:`record`.
+        Each threshold policy's ``flag`` decides on its gate's units (the
+        samples, or the batch with ``granularity="batch"``). Fills in
+        ``statistic``, ``threshold``, ``thresholds`` (each policy's
+        ``current()``, for the log), ``gates`` and ``flagged``; the policies
+        learn from the batch in :meth:`record`.
         """
         if not self.correction_.gated:
             return
@@ -664,16 +670,37 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         statistics = self.gate_statistics(X, y, current)
         step.thresholds = [policy.current(X.device) for policy, _ in policies]
         step.gates = []
-        for (policy, _), statistic, threshold in zip(policies, statistics, step.thresholds):
-            units, unit_flags, rows = self._flag(statistic, threshold, step.sample_weight)
+        for (policy, _), statistic in zip(policies, statistics):
+            units, unit_flags, rows = self._flag(policy, statistic, step.sample_weight)
             step.gates.append((policy, units, unit_flags, rows))
         step.flagged = _union([gate[3] for gate in step.gates])
         step.statistic, step.threshold = statistics[0], step.thresholds[0]
 
     def correct(self, step):
-        """Let the correction strategy choose what the optimizer trains on."""
-        if self.correction_.gated:
-            self.correction_.correct(self, step)
+        """Let the correction strategy choose what the optimizer trains on.
+
+        The strategy (``correction_``, a
+        :class:`~dsc_sklearn.defence.correction.BaseCorrection`) runs when
+        it is ``gated``, and sees the step through a
+        :class:`~dsc_sklearn.defence.correction.CorrectionContext`.
+        """
+        correction = self.correction_
+        if not correction.gated:
+            return
+        if isinstance(correction, _NetCorrection):  # the deprecated protocol
+            correction.correct(self, step)
+            return
+        correction.correct(self.correction_context(), step)
+
+    def correction_context(self):
+        """What a correction may use, as a
+        :class:`~dsc_sklearn.defence.correction.CorrectionContext`."""
+        return CorrectionContext(
+            module=self.module_, epsilon=self.epsilon, step_size=self.step_size,
+            max_steps=self.max_correction_steps, input_bounds=self.input_bounds,
+            generator=self.generator_, flag_rows=self.flag_rows,
+            training_logits=self.infer_training,
+        )
 
     def optimizer_step(self, step):
         """One optimizer step on ``step.X_train``; NaN loss when nothing is left.
@@ -791,25 +818,27 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         return [STATISTICS[name](logits, reference_logits, y, self.reference)
                 for _, name in self.gate_policies()]
 
-    def flag_rows(self, X, y, logits, thresholds, sample_weight=None):
-        """Re-apply the gates with the given thresholds: one flag per row.
+    def flag_rows(self, X, y, logits, *, sample_weight=None):
+        """Re-apply the gates: one flag per row.
 
-        The correction calls it on the rows it moved, with their eval-mode
-        ``logits`` (and, for a whole batch, its ``sample_weight``).
+        The correction calls it (as ``CorrectionContext.flag_rows``) on the
+        rows it moved, with their eval-mode ``logits`` (and, for a whole
+        batch, its ``sample_weight``). The policies have not learned from
+        the batch yet, so their thresholds are the ones the gate used.
         """
         statistics = self.gate_statistics(X, y, logits)
-        return _union([self._flag(statistic, threshold, sample_weight)[2]
-                       for statistic, threshold in zip(statistics, thresholds)])
+        return _union([self._flag(policy, statistic, sample_weight)[2]
+                       for (policy, _), statistic in zip(self.gate_policies(), statistics)])
 
-    def _flag(self, statistic, threshold, sample_weight=None):
-        """Flag the decision units; return them, their flags and a row mask.
+    def _flag(self, policy, statistic, sample_weight=None):
+        """Let ``policy`` flag the decision units; return them, their flags and a row mask.
 
         A unit is a sample, or the whole batch (its mean statistic, weighted
         by ``sample_weight`` when given) with ``granularity="batch"``.
         """
         units = (weighted_mean(statistic, sample_weight).reshape(1)
                  if self.granularity == "batch" else statistic)
-        unit_flags = units > threshold
+        unit_flags = policy.flag(units)
         return units, unit_flags, unit_flags.expand(statistic.shape[0])
 
     def discrepancy(self, X, current_logits=None, reference=None, dtype=None):

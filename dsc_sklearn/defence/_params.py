@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .correction import CORRECTIONS, make_correction
+from . import thresholds
+from ._registry import RegistryOptions
+from .correction import CORRECTIONS, BaseCorrection, make_correction
 from .discrepancy import REFERENCES
 from .guards import BaseGuard, make_step_guard
 from .thresholds import ThresholdPolicy, make_threshold
@@ -89,7 +91,7 @@ _POSITIVE_INT = (NumberInterval(numbers.Integral, 1, None, closed="left"),)
 _NON_NEGATIVE = (NumberInterval(numbers.Real, 0, None, closed="left"),)
 _THRESHOLD = (
     NumberInterval(numbers.Real, 0, None, closed="left"),
-    StrOptions({"auto"}),
+    RegistryOptions(thresholds.THRESHOLDS),
     callable,
     ThresholdPolicy,
 )
@@ -111,7 +113,7 @@ PARAMETERS = (
     Parameter("threshold", "auto", _THRESHOLD, component="threshold_policy_",
               build=make_threshold, stateful=True),
     Parameter("granularity", "sample", (StrOptions({"sample", "batch"}),)),
-    Parameter("correction", "none", (StrOptions(set(CORRECTIONS)),),
+    Parameter("correction", "none", (RegistryOptions(CORRECTIONS), BaseCorrection),
               component="correction_", build=make_correction),
     Parameter("epsilon", 0.2, _NON_NEGATIVE),
     Parameter("step_size", 0.02, _NON_NEGATIVE),

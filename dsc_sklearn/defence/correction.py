@@ -18,20 +18,28 @@ gradients and train/eval mode as they were, and returns rows that turned
 non-finite reverted to the original input.
 
 The training step applies a correction through a strategy object, a
-:class:`Correction`, named by the estimators' ``correction`` parameter
-(:data:`CORRECTIONS`).
+:class:`BaseCorrection`, which the estimators' ``correction`` parameter
+names (:data:`CORRECTIONS`) or is; it sees the training step through a
+:class:`CorrectionContext`.
 """
 
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
+from sklearn.base import BaseEstimator, clone
 from torch.nn.functional import cross_entropy
 
 from .._pgd import project, signed_steps
 from .._torch import eval_mode
+from ._registry import build_registered
 
 __all__ = [
     "CORRECTIONS",
     "AdversarialTraining",
-    "Correction",
+    "BaseCorrection",
+    "CorrectionContext",
     "DiscrepancyAwareCorrection",
     "DropFlagged",
     "LossDescent",
@@ -231,70 +239,165 @@ def adversarial_examples(module, X, y, *, epsilon, step_size, max_steps,
 
 # ------------------------------------------------------------- strategies
 
-class Correction:
-    """What a batch becomes between the gate and the optimizer step.
+@dataclass(frozen=True)
+class CorrectionContext:
+    """What a correction may use besides the :class:`~dsc_sklearn.defence.Step`.
 
-    A strategy reads the batch and the gate's decisions from the training
-    step's :class:`~dsc_sklearn.defence.Step` and writes what the
-    optimizer trains on: ``X_train``, ``y_train``, ``n_correction_steps``
-    and, when only some rows change, ``splice`` (turns the training logits
-    of ``X`` into those of ``X_train`` by recomputing the changed rows
-    only); a strategy that keeps a subset of the rows sets
-    ``sample_weight_train`` to their weights when ``sample_weight`` is
-    given. The net's parameters (``epsilon``, ``step_size``,
-    ``max_correction_steps``, ``input_bounds``) configure it; strategies
-    hold no state of their own.
+    The net builds one for each call of :meth:`BaseCorrection.correct`. It
+    is the whole interface between a correction and the training step: a
+    correction never needs the net itself.
 
-    Subclass it and register the subclass in :data:`CORRECTIONS` to add a
-    correction.
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The current model, in training mode. A correction may evaluate it
+        (the functions of this module do so in eval mode) but must leave its
+        parameters, their gradients and its train/eval mode as it found
+        them.
+    epsilon, step_size : float
+        The estimator's ``epsilon`` (radius of the L-infinity ball a
+        corrected input stays in) and ``step_size`` (one signed step).
+    max_steps : int
+        The estimator's ``max_correction_steps``.
+    input_bounds : tuple of (float, float) or None
+        The estimator's ``input_bounds``: clamp corrected inputs to it.
+    generator : torch.Generator
+        A CPU generator for random draws, seeded from the estimator's
+        ``random_state`` and saved and restored with its state, so a call
+        that fails and is undone draws the same numbers again.
+    flag_rows : callable
+        ``flag_rows(X, y, logits, sample_weight=None) -> bool tensor``
+        re-applies the step's gates to rows ``X`` with labels ``y`` and
+        their eval-mode ``logits``: one flag per row, from the threshold
+        policies' :meth:`~dsc_sklearn.defence.thresholds.ThresholdPolicy.flag`
+        (with ``granularity="batch"`` every row gets the flag of their mean
+        statistic, weighted by ``sample_weight``).
+    training_logits : callable
+        ``training_logits(X) -> logits``: the training-mode forward pass of
+        the net (for a ``splice``, which recomputes the rows it changed).
     """
 
-    #: Whether the gate runs before the correction (``False``: no statistic
-    #: is computed and nothing is flagged).
+    module: torch.nn.Module
+    epsilon: float
+    step_size: float
+    max_steps: int
+    input_bounds: tuple
+    generator: torch.Generator
+    flag_rows: Callable
+    training_logits: Callable
+
+    @property
+    def budget(self):
+        """``epsilon``, ``step_size``, ``max_steps`` and ``input_bounds`` as keywords.
+
+        The keywords of :func:`correct_rows`, :func:`loss_descent` and
+        :func:`adversarial_examples`.
+        """
+        return dict(epsilon=self.epsilon, step_size=self.step_size,
+                    max_steps=self.max_steps, input_bounds=self.input_bounds)
+
+
+class BaseCorrection(BaseEstimator):
+    """Base class of the corrections: what a batch becomes before the optimizer step.
+
+    The estimators' ``correction`` parameter is a name of
+    :data:`CORRECTIONS` or an instance of a subclass. An instance is a
+    scikit-learn estimator: its ``__init__`` arguments are its
+    configuration, stored under their names (so ``clone``,
+    ``get_params`` and nested parameters such as ``correction__scale`` in a
+    ``GridSearchCV`` work), and the net trains with a clone of it. The
+    built-in corrections take no arguments: the estimator's ``epsilon``,
+    ``step_size``, ``max_correction_steps`` and ``input_bounds`` reach them
+    through the :class:`CorrectionContext`.
+
+    A subclass overrides :meth:`correct` and may set :attr:`gated`. The
+    net's :meth:`~dsc_sklearn.defence.DiscrepancyAwareNet.correct` calls
+    :meth:`correct` once per training batch, after the gate and before the
+    optimizer step, when :attr:`gated` is true.
+
+    Attributes
+    ----------
+    gated : bool
+        Class attribute. ``True`` (the default): the gate computes the
+        statistics and flags the rows, then :meth:`correct` runs.
+        ``False``: neither runs, and the batch is trained on as it
+        arrived (``"none"``).
+
+    Examples
+    --------
+    A correction that trains on the flagged rows with added uniform noise:
+
+    >>> import torch
+    >>> from dsc_sklearn.defence.correction import BaseCorrection
+    >>> class NoisyFlagged(BaseCorrection):
+    ...     def __init__(self, scale=0.1):
+    ...         self.scale = scale
+    ...     def correct(self, context, step):
+    ...         noise = torch.rand(step.X.shape, generator=context.generator)
+    ...         step.X_train = torch.where(step.flagged[:, None],
+    ...                                    step.X + self.scale * noise, step.X)
+    >>> NoisyFlagged(scale=0.2)
+    NoisyFlagged(scale=0.2)
+    """
+
     gated = True
 
-    def correct(self, net, step):
-        """Fill in ``step``'s training batch; the base class trains on ``X``."""
+    def correct(self, context, step):
+        """Set what the optimizer trains on; the base class trains on ``step.X``.
 
-    @staticmethod
-    def options(net):
-        """The net's correction parameters as keywords of the functions above."""
-        return dict(epsilon=net.epsilon, step_size=net.step_size,
-                    max_steps=net.max_correction_steps, input_bounds=net.input_bounds)
+        Parameters
+        ----------
+        context : CorrectionContext
+            The current model, the correction budget, a generator and the
+            gate; everything a correction may use besides ``step``.
+        step : Step
+            Read: ``X``, ``y`` (the batch and its encoded labels),
+            ``flagged`` (rows flagged by any gate), ``sample_weight``
+            (``None`` when unweighted), ``statistic`` and ``thresholds``.
+            Write: ``X_train`` and ``y_train`` (what the optimizer trains
+            on; they start as ``X`` and ``y``), ``n_correction_steps``
+            (logged), ``sample_weight_train`` (the weights of the rows
+            kept, when the correction keeps a subset of a weighted batch)
+            and ``splice`` (optional: turns the training logits of ``X``
+            into those of ``X_train`` by recomputing the changed rows only;
+            without it the net recomputes them all). Nothing else.
+        """
 
 
-class NoCorrection(Correction):
+class NoCorrection(BaseCorrection):
     """``"none"``: plain training; the gate does not run."""
 
     gated = False
 
 
-class DiscrepancyAwareCorrection(Correction):
+class DiscrepancyAwareCorrection(BaseCorrection):
     """``"dsc"``: :func:`correct_rows` on the flagged rows, the gate re-applied."""
 
-    def correct(self, net, step):
+    def correct(self, context, step):
+        """Correct the flagged rows until the gates release them (see :class:`BaseCorrection`)."""
         def still_flagged(X_rows, y_rows, logits):
             # With a gate on the whole batch the rows are the whole batch,
             # whose weighted mean statistic is the unit; a sample's flag
             # does not depend on its weight.
             weight = step.sample_weight if len(X_rows) == len(step.X) else None
-            return net.flag_rows(X_rows, y_rows, logits, step.thresholds, weight)
+            return context.flag_rows(X_rows, y_rows, logits, sample_weight=weight)
 
         rows = step.flagged.nonzero().squeeze(1)
         X_new, step.n_correction_steps = correct_rows(
-            net.module_, step.X, step.y, rows, still_flagged, **self.options(net))
+            context.module, step.X, step.y, rows, still_flagged, **context.budget)
         step.X_train = X_new
 
         def splice(logits):
-            return logits.index_put((rows,), net.infer_training(X_new[rows]))
+            return logits.index_put((rows,), context.training_logits(X_new[rows]))
 
         step.splice = splice
 
 
-class DropFlagged(Correction):
+class DropFlagged(BaseCorrection):
     """``"drop"``: train on the unflagged rows only."""
 
-    def correct(self, net, step):
+    def correct(self, context, step):
+        """Keep the unflagged rows (see :class:`BaseCorrection`)."""
         # One synchronisation: integer indices, unlike a boolean mask,
         # index X, y and the logits without asking the device again.
         kept = (~step.flagged).nonzero().squeeze(1)
@@ -306,24 +409,44 @@ class DropFlagged(Correction):
         step.splice = lambda logits: logits[kept]
 
 
-class LossDescent(Correction):
+class LossDescent(BaseCorrection):
     """``"descent"``: the reference code's "AT", :func:`loss_descent` on every row."""
 
-    def correct(self, net, step):
+    def correct(self, context, step):
+        """Descend the loss on every row (see :class:`BaseCorrection`)."""
         step.X_train, step.n_correction_steps = loss_descent(
-            net.module_, step.X, step.y, **self.options(net))
+            context.module, step.X, step.y, **context.budget)
 
 
-class AdversarialTraining(Correction):
+class AdversarialTraining(BaseCorrection):
     """``"adversarial"``: Madry's PGD, :func:`adversarial_examples` on every row."""
 
-    def correct(self, net, step):
+    def correct(self, context, step):
+        """Replace every row by its adversarial example (see :class:`BaseCorrection`)."""
         step.X_train, step.n_correction_steps = adversarial_examples(
-            net.module_, step.X, step.y, generator=net.generator_, **self.options(net))
+            context.module, step.X, step.y, generator=context.generator,
+            **context.budget)
 
 
-#: The corrections by name: the values of the estimators' ``correction``
-#: parameter and the strategy each one names.
+class _NetCorrection(BaseCorrection):
+    """The 0.2 protocol, deprecated: ``correct(net, step)`` receives the whole net.
+
+    ``dsc_sklearn.defence.correction.Correction`` names this class until
+    0.3.0; subclass :class:`BaseCorrection`, whose :meth:`correct` receives a
+    :class:`CorrectionContext`, instead.
+    """
+
+    @staticmethod
+    def options(net):
+        """The net's correction parameters as keywords of the functions above."""
+        return dict(epsilon=net.epsilon, step_size=net.step_size,
+                    max_steps=net.max_correction_steps, input_bounds=net.input_bounds)
+
+
+#: The corrections by name: the string values of the estimators'
+#: ``correction`` parameter and the :class:`BaseCorrection` subclass each
+#: one names. An entry added at any time is accepted from the next
+#: parameter validation on.
 CORRECTIONS = {
     "dsc": DiscrepancyAwareCorrection,
     "none": NoCorrection,
@@ -334,26 +457,46 @@ CORRECTIONS = {
 
 
 def make_correction(correction):
-    """The strategy named by an estimator's ``correction`` parameter.
+    """The strategy for an estimator's ``correction`` parameter.
 
     Parameters
     ----------
-    correction : str
-        A key of :data:`CORRECTIONS`.
+    correction : str or BaseCorrection
+        A key of :data:`CORRECTIONS` (its class is instantiated without
+        arguments), or a configured :class:`BaseCorrection`, which is
+        cloned so that the parameter itself is never changed.
 
     Returns
     -------
-    strategy : Correction
+    strategy : BaseCorrection
 
     Examples
     --------
-    >>> from dsc_sklearn.defence.correction import make_correction
+    >>> from dsc_sklearn.defence.correction import DropFlagged, make_correction
     >>> type(make_correction("dsc")).__name__
     'DiscrepancyAwareCorrection'
+    >>> make_correction(DropFlagged())
+    DropFlagged()
     """
-    try:
-        return CORRECTIONS[correction]()
-    except (KeyError, TypeError):
+    if isinstance(correction, BaseCorrection):
+        return clone(correction)
+    if not isinstance(correction, str) or correction not in CORRECTIONS:
         raise ValueError(
-            f"correction must be one of {sorted(CORRECTIONS)}; got {correction!r}."
-        ) from None
+            f"correction must be one of {sorted(CORRECTIONS)} or a BaseCorrection "
+            f"instance; got {correction!r}. Register a new name in "
+            "dsc_sklearn.defence.correction.CORRECTIONS."
+        )
+    return build_registered(CORRECTIONS, correction, BaseCorrection,
+                            "dsc_sklearn.defence.correction.CORRECTIONS")
+
+
+def __getattr__(name):
+    if name == "Correction":
+        warnings.warn(
+            "dsc_sklearn.defence.correction.Correction is deprecated and will be "
+            "removed in 0.3.0: subclass BaseCorrection, whose correct(context, "
+            "step) receives a CorrectionContext instead of the net.",
+            FutureWarning, stacklevel=2,
+        )
+        return _NetCorrection
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

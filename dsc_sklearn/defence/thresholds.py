@@ -3,8 +3,8 @@
 A policy sees one decision statistic per unit (a sample, or a whole batch
 with ``granularity="batch"``), says which units are flagged, and may learn
 from the units it did not flag. Every policy is a :class:`ThresholdPolicy`,
-whose ``state_dict`` holds what it learned and never its configuration.
-Three policies exist:
+a scikit-learn estimator whose parameters are its configuration and whose
+``state_dict`` holds what it learned. Three policies exist:
 
 - :class:`FixedThreshold`: an absolute KL value;
 - :class:`ScheduleThreshold`: a callable ``step -> float``, such as the
@@ -14,11 +14,11 @@ Three policies exist:
   warm-up.
 
 :func:`make_threshold` turns the estimator's ``threshold`` parameter into a
-policy. The value in force is a 0-d tensor on the statistic's device, so
+policy: a number, a name of :data:`THRESHOLDS`, a schedule or a policy
+instance. The value in force is a 0-d tensor on the statistic's device, so
 flagging does not synchronise with the host.
 """
 
-import copy
 import math
 import numbers
 from abc import ABC, abstractmethod
@@ -26,13 +26,16 @@ from collections import deque
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, clone
 
 from .._torch import constant
+from ._registry import build_registered
 from ._state import check_count as _check_count
 from ._state import check_keys
 from .discrepancy import weighted_mean
 
 __all__ = [
+    "THRESHOLDS",
     "AutoThreshold",
     "FixedThreshold",
     "ScheduleThreshold",
@@ -131,17 +134,30 @@ def _largest(values, k, quantile, window):
     return torch.topk(values.reshape(-1), keep).values
 
 
-class ThresholdPolicy(ABC):
+class ThresholdPolicy(BaseEstimator, ABC):
     """Base class of the threshold policies: when is a statistic too high?
 
     A policy sees one decision statistic per unit (a sample, or a whole
     batch), says which units are flagged (:meth:`flag`) and learns from each
     batch (:meth:`update`). Subclasses implement :meth:`current` and, when
     they learn more than the number of updates, extend :meth:`state_dict`
-    and :meth:`load_state_dict`.
+    and :meth:`load_state_dict`; they may override :meth:`flag` and
+    :meth:`update`.
 
-    The constructor's arguments are the policy's configuration; everything
-    it learns is its state. :meth:`state_dict` returns the state only, and
+    The net calls the hooks in this order at every training batch that
+    runs the gate (``correction`` other than ``"none"``): :meth:`current`
+    (the threshold logged for the batch), :meth:`flag` on the batch's
+    units (the gate's decision; again on the rows
+    ``correction="dsc"`` is still correcting), then :meth:`update` once
+    the step is done. The estimator calls :meth:`state_dict` and
+    :meth:`load_state_dict` to save, restore and undo.
+
+    A policy is a scikit-learn estimator: the constructor's arguments are
+    its configuration, stored under their names (so ``clone``,
+    ``get_params`` and nested parameters such as ``threshold__quantile``
+    work; name each one, no ``**kwargs``, since ``clone`` rebuilds a
+    policy from them), and the estimator trains with a clone. Everything it
+    learns is its state. :meth:`state_dict` returns the state only, and
     :meth:`load_state_dict` restores it and never touches the
     configuration, so a checkpoint cannot switch a policy's detection off.
 
@@ -167,7 +183,20 @@ class ThresholdPolicy(ABC):
         """Return the threshold in force as a 0-d float tensor."""
 
     def flag(self, statistic):
-        """Boolean mask of the units whose statistic exceeds the threshold."""
+        """Boolean mask of the units whose statistic exceeds the threshold.
+
+        The gate's decision. It must not change the policy (:meth:`update`
+        learns), so the net may call it more than once per batch.
+
+        Parameters
+        ----------
+        statistic : torch.Tensor of shape (n_units,)
+            One decision statistic per unit.
+
+        Returns
+        -------
+        flagged : torch.Tensor of bool, shape (n_units,)
+        """
         return statistic > self.current(statistic.device)
 
     def update(self, statistic, flagged, sample_weight=None):
@@ -208,7 +237,13 @@ class ThresholdPolicy(ABC):
         self.n_updates_ = _check_count(state["n_updates"], "n_updates", self)
 
     def to(self, device):
-        """Move the state's tensors to ``device`` in place; return ``self``."""
+        """Move the state's tensors to ``device`` in place; return ``self``.
+
+        A utility, not a hook of the training step: the net never calls it
+        (pickles and ``load_params`` put the state's tensors on the
+        estimator's device as they load it). A subclass whose state holds
+        tensors extends it so that a policy can be moved by hand.
+        """
         return self
 
     def _check_keys(self, state, expected):
@@ -522,20 +557,28 @@ class _LinearSchedule:
         return f"linear_schedule(start={self.start!r}, slope={self.slope!r})"
 
 
+#: The threshold policies by name: the string values of the estimators'
+#: ``threshold`` and ``loss_threshold`` parameters and the
+#: :class:`ThresholdPolicy` subclass each one names (built without
+#: arguments). An entry added at any time is accepted from the next
+#: parameter validation on.
+THRESHOLDS = {"auto": AutoThreshold}
+
+
 def make_threshold(threshold):
     """Build the policy for an estimator's ``threshold`` parameter.
 
     Parameters
     ----------
-    threshold : float, "auto", callable or ThresholdPolicy
-        A non-negative float, ``"auto"``, ``schedule(step) -> float``, or a
-        configured :class:`ThresholdPolicy` such as
-        ``AutoThreshold(quantile=0.995)``, which is deep-copied so that every
-        estimator calibrates its own.
+    threshold : float, str, callable or ThresholdPolicy
+        A non-negative float, a key of :data:`THRESHOLDS` (``"auto"``),
+        ``schedule(step) -> float``, or a configured
+        :class:`ThresholdPolicy` such as ``AutoThreshold(quantile=0.995)``,
+        which is cloned so that every estimator calibrates its own.
 
     Returns
     -------
-    policy : FixedThreshold, AutoThreshold, ScheduleThreshold or a copy of the policy
+    policy : ThresholdPolicy
 
     Examples
     --------
@@ -543,11 +586,12 @@ def make_threshold(threshold):
     >>> type(make_threshold("auto")).__name__
     'AutoThreshold'
     """
-    if isinstance(threshold, str) and threshold == "auto":
-        return AutoThreshold()
+    if isinstance(threshold, str) and threshold in THRESHOLDS:
+        return build_registered(THRESHOLDS, threshold, ThresholdPolicy,
+                                "dsc_sklearn.defence.thresholds.THRESHOLDS")
     if isinstance(threshold, ThresholdPolicy):
-        # A configured policy: copy it so every estimator calibrates its own.
-        return copy.deepcopy(threshold)
+        # A configured policy: a fresh clone, so every estimator calibrates its own.
+        return clone(threshold)
     if callable(threshold):
         return ScheduleThreshold(threshold)
     if (
@@ -557,6 +601,7 @@ def make_threshold(threshold):
     ):
         return FixedThreshold(threshold)
     raise ValueError(
-        "threshold must be a non-negative float (an absolute KL value), "
-        f"'auto', a callable step -> float or a ThresholdPolicy; got {threshold!r}."
+        "threshold must be a non-negative float (an absolute KL value), one of "
+        f"{sorted(THRESHOLDS)}, a callable step -> float or a ThresholdPolicy; got "
+        f"{threshold!r}."
     )

@@ -7,7 +7,7 @@ from torch.nn.functional import cross_entropy
 
 from dsc_sklearn.defence.correction import (
     CORRECTIONS,
-    Correction,
+    BaseCorrection,
     adversarial_examples,
     discrepancy_aware_correction,
     loss_descent,
@@ -86,10 +86,12 @@ def test_corrections_name_their_strategies():
     assert tuple(CORRECTIONS) == ("dsc", "none", "drop", "descent", "adversarial")
     for name, strategy in CORRECTIONS.items():
         assert isinstance(make_correction(name), strategy)
-        assert issubclass(strategy, Correction)
+        assert issubclass(strategy, BaseCorrection)
     assert not make_correction("none").gated
     with pytest.raises(ValueError, match="correction must be one of"):
         make_correction("clip")
+    with pytest.raises(ValueError, match="correction must be one of"):
+        make_correction(["dsc"])
 
 
 def test_project_clamps_to_ball_then_bounds():
