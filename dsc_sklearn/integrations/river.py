@@ -8,8 +8,6 @@ like any river classifier. It needs the ``river`` extra
 (``pip install "dsc-sklearn[river]"``).
 """
 
-import math
-
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils.multiclass import unique_labels
@@ -324,30 +322,22 @@ class RiverClassifier(base.MiniBatchClassifier):
 
     def _row(self, x):
         """The values of ``x`` in the order of ``features_``, checked finite."""
-        if self.features_ is None:
-            raise ValueError("No row has been learnt yet, so the features are unknown.")
         self._check_features(x.keys())
-        row = np.array([x[name] for name in self.features_], dtype=np.float64)
-        if not np.isfinite(row).all():
-            bad = [name for name, value in zip(self.features_, row) if not math.isfinite(value)]
-            raise ValueError(
-                f"The row's feature(s) {bad} are missing (None), NaN or infinite; "
-                "RiverClassifier needs finite numbers. Impute them first "
-                "(e.g. river.preprocessing.StatImputer)."
-            )
-        return row
+        return self._finite(np.array([[x[name] for name in self.features_]],
+                                     dtype=np.float64))[0]
 
     def _frame(self, X):
         """The DataFrame's values in the order of ``features_``, checked finite."""
-        if self.features_ is None:
-            raise ValueError("No row has been learnt yet, so the features are unknown.")
         self._check_features(frozenset(X.columns))
-        values = X[list(self.features_)].to_numpy(dtype=np.float64, na_value=np.nan)
+        return self._finite(X[list(self.features_)].to_numpy(dtype=np.float64,
+                                                             na_value=np.nan))
+
+    def _finite(self, values):
         if not np.isfinite(values).all():
-            rows, columns = np.nonzero(~np.isfinite(values))
+            columns = np.flatnonzero(~np.isfinite(values).all(axis=0))
             raise ValueError(
-                f"{len(set(rows.tolist()))} row(s) hold missing (None), NaN or infinite "
-                f"values (feature(s) {sorted({self.features_[c] for c in columns}, key=str)}); "
-                "RiverClassifier needs finite numbers. Impute them first."
+                f"The feature(s) {[self.features_[c] for c in columns]} hold missing "
+                "(None), NaN or infinite values; RiverClassifier needs finite "
+                "numbers. Impute them first (e.g. river.preprocessing.StatImputer)."
             )
         return values

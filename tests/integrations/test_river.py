@@ -126,7 +126,7 @@ def test_missing_new_and_non_finite_features_are_refused():
         model.predict_proba_one(missing)
     with pytest.raises(ValueError, match=r"holds feature\(s\) \['colour'\]"):
         model.learn_one({**x, "colour": 1.0}, True)
-    with pytest.raises(ValueError, match=r"\['https'\] are missing \(None\), NaN"):
+    with pytest.raises(ValueError, match=r"\['https'\] hold missing \(None\), NaN"):
         model.learn_one({**x, "https": None}, True)
     X, y = _frame(PHISHING[40:45])
     with pytest.raises(ValueError, match=r"lacks the feature\(s\) \['https'\]"):
