@@ -46,6 +46,7 @@ LOG_FIELDS = (
     "n_correction_steps",
     "step_discrepancy",
     "step_scale",
+    "step_bound",
 )
 
 # The statistic each threshold parameter's policy reads unless it names one.
@@ -144,6 +145,10 @@ class Step:
     step_discrepancy, step_scale : float
         What the step guard measured and the scale it kept (NaN without a
         guard or without a step).
+    step_bound : float
+        The bound the step guard held a step it intervened on to; NaN for
+        a step it let pass. A guard may set it; :meth:`~DiscrepancyAwareNet.record`
+        otherwise reads it from the guard.
     sample_weight, sample_weight_train : torch.Tensor or None
         The rows' sample weights, of ``X`` and of ``X_train`` (a correction
         that keeps a subset of the rows keeps their weights); ``None`` for
@@ -175,6 +180,7 @@ class Step:
     loss: Any = None
     step_discrepancy: float = math.nan
     step_scale: float = math.nan
+    step_bound: float = math.nan
     sample_weight: torch.Tensor = None
     sample_weight_train: torch.Tensor = None
     weight_total: float = None
@@ -579,6 +585,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         if flagged is None:
             flagged = torch.zeros(len(step.X), dtype=torch.bool, device=step.X.device)
         step.non_finite = self.check_finite(step)
+        intervened = step.step_scale < 1 or getattr(step, "rewound", False)
+        if intervened and math.isnan(step.step_bound):
+            step.step_bound = self._guard_bound()
         return {"loss": step.loss, "y_pred": step.train_logits,
                 "record": self._record_tensor(step), "flagged": flagged,
                 "non_finite": step.non_finite}
@@ -775,12 +784,22 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             criterion.reduction = reduction
         return weighted_mean(losses, weight)
 
+    def _guard_bound(self):
+        """The step guard's bound in force, NaN for a guard that does not say.
+
+        Read after the guard intervened on a step: a pulled-back step does
+        not enter the guard's calibration window, so the bound is the one
+        the step was held to.
+        """
+        bound = getattr(self.step_guard_, "_bound", None)
+        return float(bound()) if callable(bound) else math.nan
+
     @staticmethod
     def _record_tensor(step):
         """The step's :data:`LOG_FIELDS` as one float32 tensor on the device."""
         loss = step.loss
-        guard = (step.step_discrepancy, step.step_scale)
-        if math.isnan(step.step_discrepancy) and math.isnan(step.step_scale):
+        guard = (step.step_discrepancy, step.step_scale, step.step_bound)
+        if all(math.isnan(value) for value in guard):
             guard = constant(loss.device, guard, torch.float32)
         else:
             guard = to_device(guard, loss.device, torch.float32)  # no sync on CUDA
