@@ -18,7 +18,7 @@ import torch
 import dsc_sklearn
 
 DOCS = Path(__file__).resolve().parent
-# Helpers of the build itself (the gallery's reading order).
+# Helpers of the build itself (the gallery's reading order, the figure checks).
 sys.path.insert(0, str(DOCS / "sphinxext"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 # The examples and figures train small models: one torch thread is as fast as
@@ -43,6 +43,8 @@ extensions = [
     "sphinx_gallery.gen_gallery",
     "matplotlib.sphinxext.plot_directive",
     "myst_parser",
+    # Every figure saved must show data, and a RuntimeWarning is an error.
+    "figure_checks",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
