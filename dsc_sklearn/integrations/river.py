@@ -250,6 +250,23 @@ class RiverClassifier(base.MiniBatchClassifier):
         proba = self.estimator_.predict_proba(row[np.newaxis])[0]
         return dict(zip(self.estimator_.classes_.tolist(), proba.tolist()))
 
+    def predict_one(self, x):
+        """The most probable class of one row.
+
+        Parameters
+        ----------
+        x : dict
+            The row's features.
+
+        Returns
+        -------
+        label
+            One of ``classes``; before the first mini-batch trained, the
+            first in sorted order.
+        """
+        proba = self.predict_proba_one(x)
+        return max(proba, key=proba.get)
+
     def predict_proba_many(self, X):
         """The probabilities of the classes for each row of a DataFrame.
 
