@@ -18,7 +18,7 @@ import torch
 import dsc_sklearn
 
 DOCS = Path(__file__).resolve().parent
-# Helpers of the build itself (the gallery's reading order).
+# Helpers of the build itself (the gallery's reading order, the figure checks).
 sys.path.insert(0, str(DOCS / "sphinxext"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 # The examples and figures train small models: one torch thread is as fast as
@@ -43,6 +43,8 @@ extensions = [
     "sphinx_gallery.gen_gallery",
     "matplotlib.sphinxext.plot_directive",
     "myst_parser",
+    # Every figure saved must show data, and a RuntimeWarning is an error.
+    "figure_checks",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -172,7 +174,20 @@ def _inherited_scikit_learn_reference(app, env, node, contnode):
     return None
 
 
+def _skip_river_members(app, what, name, obj, skip, options):
+    """Leave out the methods a class inherits from river (``clone``, ``mutate``, ...).
+
+    Their docstrings are written for river's markdown documentation, which
+    docutils rejects; ``RiverClassifier`` documents every method of its API
+    itself.
+    """
+    if (getattr(obj, "__module__", None) or "").startswith("river."):
+        return True
+    return None
+
+
 def setup(app):
+    app.connect("autodoc-skip-member", _skip_river_members)
     app.connect("source-read", _insert_measured_toctree)
     app.connect("env-get-outdated", _always_reread_index)
     app.connect("missing-reference", _inherited_scikit_learn_reference)

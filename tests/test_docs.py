@@ -30,6 +30,7 @@ PUBLIC_MODULES = (
     "dsc_sklearn.evaluation.benchmark",
     "dsc_sklearn.evaluation.plotting",
     "dsc_sklearn.evaluation.report",
+    "dsc_sklearn.integrations.river",
 )
 USER_GUIDE = ("threat", "discrepancy", "dsc", "history", "thresholds", "corrections",
               "step_guard", "customization")

@@ -80,3 +80,24 @@ def test_readme_names_the_quick_set_and_what_the_command_writes():
         assert f"`{name}`" in text
     for name in ("report.html", "results.md", "results.json", "docs/results.md"):
         assert name in text
+
+
+@pytest.mark.slow
+def test_readme_quick_run_figures_are_what_the_quick_run_measures():
+    """The quick set's accumulative runs (no drifts), recomputed: 3 seeds, about 40 s."""
+    from dsc_sklearn.evaluation.benchmark import QUICK_DEFENCES, run_benchmark
+    from dsc_sklearn.evaluation.report import attack_results
+
+    text = " ".join(README.read_text().split())
+    paragraph = text[text.index("Accuracy after the trigger batch, in %"):]
+    paragraph = paragraph[:paragraph.index("Three seeds")]
+    shown = dict(re.findall(r"\b(ST|DSC-paper|DSC-default|GC)\b[^0-9]*?(\d+\.\d ± \d+\.\d)",
+                            paragraph))
+    assert sorted(shown) == sorted(QUICK_DEFENCES)
+    records = run_benchmark(("digits-mlp",), QUICK_DEFENCES, seeds=(0, 1, 2), drifts=(),
+                            n_jobs=1, progress=False)
+    table = attack_results(records)
+    after = [c.header for c in table.columns].index("after trigger (%)")
+    measured = {row[1]: row[after].strip("*") for row in table.rows
+                if row[2] == "accumulative"}
+    assert shown == measured

@@ -11,6 +11,7 @@ ORDER = (
     "plot_attack_and_defend.py",
     "plot_grid_search.py",
     "plot_river_progressive_validation.py",
+    "plot_river_alarms.py",
 )
 
 

@@ -21,6 +21,7 @@ from sklearn.utils.multiclass import (
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .._torch import eval_mode, to_device
+from ._alarms import MAX_ALARMS, announce, interventions, record_interventions
 from ._net import LOG_FIELDS, DiscrepancyAwareNet
 from ._params import DEFENCE_PARAMETERS, PARAMETERS, estimator_init
 from ._persistence import estimator_state, load_estimator_state, read_checkpoint
@@ -39,7 +40,7 @@ _COUNTERS = ("n_batches_seen_", "n_samples_seen_", "n_flagged_", "n_steps_scaled
 # Everything fit() builds; a failed fit() restores them as they were.
 _FITTED_ATTRIBUTES = ("classes_", "net_", "device_", *_COUNTERS, "stream_log_",
                       "last_flagged_", "n_features_in_", "feature_names_in_",
-                      "_validated_live_params")
+                      "_validated_live_params", "alarms_")
 
 
 def _checked_sample_weight(sample_weight, X):
@@ -293,6 +294,25 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         ``pandas.DataFrame(clf.stream_log_)`` tabulates it. With
         ``sample_weight``, ``loss`` is the weighted mean (NaN for a batch
         that weighs 0); the other fields count or summarise rows.
+        ``step_bound`` is the step guard's bound on the steps it pulled
+        back, NaN on the others.
+    alarms_ : collections.deque of dict
+        One record per intervention episode, the last 1 000 only: a run of
+        steps the defence acted on, an episode ending after 5 steps without
+        intervention. Fields: ``first_step``, ``last_step``, ``n_steps``
+        (steps acted on), ``kind`` (the most severe: ``"flagged"``, the
+        gate flagged more than 10 % of a batch's rows; ``"pulled back"``,
+        the step guard kept part of a step; ``"refused"``, it kept none;
+        ``"rewound"``, a guard undid earlier steps), and at the episode's
+        peak (its most severe step, then the one furthest past its bound)
+        ``peak_step``, ``statistic`` and ``bound`` (the step discrepancy and
+        the guard's bound, or for ``"flagged"`` the batch's largest
+        discrepancy and the threshold). When an episode starts, a WARNING
+        goes to the ``logging`` logger ``"dsc_sklearn"``; every
+        intervention calls ``on_intervention(net, step=, kind=, statistic=,
+        bound=, episode=)`` on each skorch callback (``callbacks``) that
+        defines it, once the call's batches have trained. See
+        :ref:`alarms`.
 
     See Also
     --------
@@ -528,6 +548,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             for _ in records:
                 log.pop()
             log.extendleft(reversed(dropped))
+        if "alarms" in saved:
+            self.alarms_.clear()
+            self.alarms_.extend(saved["alarms"])
 
     def _check_bounds(self, X):
         """``X``, or refused, or clipped, by ``check_input_bounds``."""
@@ -664,6 +687,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         self.n_flagged_ = 0
         self.n_steps_scaled_ = 0
         self.stream_log_ = deque(maxlen=MAX_LOG_RECORDS)
+        self.alarms_ = deque(maxlen=MAX_ALARMS)
 
     def _live_params(self):
         """Parameters that ``set_params`` may change between two calls."""
@@ -732,6 +756,12 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             overflow = max(0, len(log) + len(records) - (log.maxlen or math.inf))
             transaction["log"] = (records, list(itertools.islice(log, int(overflow))))
         log.extend(records)
+        n_rows = [self.batch_size] * len(records)
+        n_rows[-1] = len(last_flagged) - self.batch_size * (len(records) - 1)
+        found = interventions(records, n_rows)
+        if found and transaction is not None:
+            transaction["alarms"] = list(self.alarms_)
+        events = record_interventions(self.alarms_, found)
         self.last_flagged_ = last_flagged
         self.n_batches_seen_ += len(records)
         self.n_samples_seen_ += len(last_flagged)
@@ -743,6 +773,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 f"samples={self.n_samples_seen_} flagged={n_flagged} "
                 f"loss={values[-1, 0]:.4f}"
             )
+        announce(self.net_, events, type(self).__name__)
 
     def take_snapshot(self):
         """Store the current weights in the snapshot buffer now.

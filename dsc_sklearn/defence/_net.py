@@ -50,6 +50,7 @@ LOG_FIELDS = (
     "n_correction_steps",
     "step_discrepancy",
     "step_scale",
+    "step_bound",
 )
 
 # The statistic each threshold parameter's policy reads unless it names one.
@@ -179,6 +180,11 @@ class Step:
         What the step guard measured (the first guard of a chain that
         measured the step) and the fraction of the step the guards kept,
         the product of each one's (NaN without a guard or without a step).
+    step_bound : float
+        The bound the guard that acted held the step to; NaN for a step no
+        guard acted on (from the guards' :meth:`decisions
+        <dsc_sklearn.defence.guards.BaseGuard.decisions>`, unless a guard set
+        it).
     sample_weight, sample_weight_train : torch.Tensor or None
         The rows' sample weights, of ``X`` and of ``X_train`` (a correction
         that keeps a subset of the rows keeps their weights); ``None`` for
@@ -210,6 +216,7 @@ class Step:
     loss: Any = None
     step_discrepancy: float = math.nan
     step_scale: float = math.nan
+    step_bound: float = math.nan
     sample_weight: torch.Tensor = None
     sample_weight_train: torch.Tensor = None
     weight_total: float = None
@@ -758,6 +765,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         if flagged is None:
             flagged = torch.zeros(len(step.X), dtype=torch.bool, device=step.X.device)
         step.non_finite = self.check_finite(step)
+        intervened = step.step_scale < 1 or getattr(step, "rewound", False)
+        if intervened and math.isnan(step.step_bound):
+            step.step_bound = self._guard_bound()
         return {"loss": step.loss, "y_pred": step.train_logits,
                 "record": self._record_tensor(step), "flagged": flagged,
                 "non_finite": step.non_finite}
@@ -959,12 +969,19 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             criterion.reduction = reduction
         return weighted_mean(losses, weight)
 
+    def _guard_bound(self):
+        """The bound of the first guard that acted on the last step; NaN if none says."""
+        for decision in self.step_guard_.decisions() if self.step_guard_ is not None else ():
+            if decision.scale < 1 or decision.acts:
+                return float(decision.bound)
+        return math.nan
+
     @staticmethod
     def _record_tensor(step):
         """The step's :data:`LOG_FIELDS` as one float32 tensor on the device."""
         loss = step.loss
-        guard = (step.step_discrepancy, step.step_scale)
-        if math.isnan(step.step_discrepancy) and math.isnan(step.step_scale):
+        guard = (step.step_discrepancy, step.step_scale, step.step_bound)
+        if all(math.isnan(value) for value in guard):
             guard = constant(loss.device, guard, torch.float32)
         else:
             guard = to_device(guard, loss.device, torch.float32)  # no sync on CUDA

@@ -12,6 +12,8 @@ reads it without running any code from the file. The layout, version 2::
     feature_names_in   list of str, or None
     counters           n_batches_seen, n_samples_seen, n_flagged
     stream_log         list of dict
+    alarms             list of dict (optional: files written before alarms_
+                       existed load with no alarms)
     last_flagged       bool tensor
     net                module, optimizer (state dicts), history (skorch's
                        rows), state ({attribute: {"type", "state"}} for
@@ -46,6 +48,7 @@ import numpy as np
 import torch
 from skorch.history import History
 
+from ._alarms import check_alarms
 from ._net import LOG_FIELDS
 from ._state import check_like
 from .history import SnapshotBuffer
@@ -72,6 +75,8 @@ _ENTRIES = ("format", "format_version", "library_version", "params", "classes",
             "n_features_in", "feature_names_in", "counters", "stream_log",
             "last_flagged", "net")
 _COUNTERS = ("n_batches_seen", "n_samples_seen", "n_flagged", "n_steps_scaled")
+# Entries added to version 2 since; older files of that version lack them.
+_OPTIONAL_ENTRIES = ("alarms",)
 
 
 # ------------------------------------------------------------- plain values
@@ -217,6 +222,7 @@ def estimator_state(estimator):
         "feature_names_in": None if feature_names is None else feature_names.tolist(),
         "counters": {name: int(getattr(estimator, name + "_")) for name in _COUNTERS},
         "stream_log": _plain(list(estimator.stream_log_), "stream_log_"),
+        "alarms": _plain(list(estimator.alarms_), "alarms_"),
         "last_flagged": torch.from_numpy(
             np.asarray(getattr(estimator, "last_flagged_", np.zeros(0, bool)), dtype=bool)
         ),
@@ -357,7 +363,7 @@ def _check_payload(payload, source):
             f"{source} lacks the entry {missing[0]!r}: it is incomplete or was "
             "edited. Save the estimator again with save_params."
         )
-    unexpected = sorted(set(payload) - set(_ENTRIES), key=repr)
+    unexpected = sorted(set(payload) - set(_ENTRIES) - set(_OPTIONAL_ENTRIES), key=repr)
     if unexpected:
         raise _corrupt(source, f"it holds the unexpected entries {unexpected}")
     if not isinstance(payload["library_version"], str):
@@ -621,6 +627,10 @@ def load_estimator_state(estimator, payload, source="The checkpoint"):
     n_features, feature_names = _checked_features(payload, source)
     counters = _checked_counters(payload["counters"], source)
     stream_log = _checked_stream_log(payload["stream_log"], source)
+    alarms = payload.get("alarms", [])
+    problem = check_alarms(alarms)
+    if problem:
+        raise _corrupt(source, f"its alarms entry is wrong: {problem}")
     last_flagged = _checked_last_flagged(payload["last_flagged"], source)
     _check_matches_fitted(estimator, classes, n_features, source)
     changed = _changed_params(estimator, payload["params"])
@@ -636,6 +646,7 @@ def load_estimator_state(estimator, payload, source="The checkpoint"):
         for name, value in counters.items():
             setattr(estimator, name + "_", value)
         estimator.stream_log_.extend(stream_log)
+        estimator.alarms_.extend(alarms)
         estimator.last_flagged_ = last_flagged
     except BaseException:
         estimator.__dict__.clear()

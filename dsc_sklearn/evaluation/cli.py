@@ -107,25 +107,34 @@ def _parser():
     return parser, bench
 
 
+def _parameters(params):
+    """A defence's estimator parameters as keyword arguments."""
+    return ", ".join(f"{name}={value!r}" for name, value in params.items())
+
+
 def _list(benchmark, drifts):
-    from .report import ATTACK_LEGENDS
+    from .report import ATTACK_LEGENDS, BENCHMARK_LEGENDS, DEFENCE_LEGENDS, DRIFT_LEGENDS
 
     def mark(name, quick):
         return f"{'*' if name in quick else ' '} {name}"
 
-    lines = ["benchmarks (data set, image shape of the model; * in the quick set):"]
-    lines += [f"  {mark(name, benchmark.QUICK_BENCHMARKS):14} {value}"
-              for name, value in benchmark.BENCHMARKS.items()]
-    lines.append("defences (estimator parameters; * in the quick set):")
-    lines += [f"  {mark(name, benchmark.QUICK_DEFENCES):14} {params or '{} (the defaults)'}"
-              for name, params in benchmark.DEFENCES.items()]
-    lines.append("attacks (--attacks; 'adaptive' runs the accumulative attack and the "
-                 "last six):")
-    lines += [f"    {name:18} {ATTACK_LEGENDS.get(name, 'a clean stream and trigger')}"
+    indent = " " * 24
+    lines = ["benchmarks (--benchmarks; * in the quick set):"]
+    lines += [f"  {mark(name, benchmark.QUICK_BENCHMARKS):21} {BENCHMARK_LEGENDS[name]}"
+              for name in benchmark.BENCHMARKS]
+    lines.append("defences (--defences; * in the quick set), each with the estimator "
+                 "parameters it sets:")
+    for name, params in benchmark.DEFENCES.items():
+        lines.append(f"  {mark(name, benchmark.QUICK_DEFENCES):21} {DEFENCE_LEGENDS[name]}")
+        lines.append(f"{indent}{_parameters(params) or 'none: the estimator as constructed'}")
+    lines.append("attacks (--attacks; 'adaptive' runs the accumulative attack and "
+                 f"{', '.join(benchmark.ADAPTIVE_ATTACKS)}):")
+    lines += [f"    {name:19} {ATTACK_LEGENDS.get(name, 'a clean stream and trigger')}"
               for name in benchmark.ATTACKS]
-    lines.append("drifts (final level; * in the quick set):")
-    lines += [f"  {mark(name, benchmark.QUICK_DRIFTS):14} {level}"
-              for name, level in drifts.items()]
+    lines.append("drifts (--drifts; * in the quick set):")
+    for name, level in drifts.items():
+        final = "" if isinstance(level, str) else f" (final level {level})"
+        lines.append(f"  {mark(name, benchmark.QUICK_DRIFTS):21} {DRIFT_LEGENDS[name]}{final}")
     print("\n".join(lines))
     return 0
 

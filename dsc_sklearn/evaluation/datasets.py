@@ -37,6 +37,7 @@ __all__ = [
     "DATASETS",
     "DRIFT_STREAMS",
     "RIVER_DATASETS",
+    "description",
     "image_shape",
     "input_bounds",
     "load_drift_stream",
@@ -477,6 +478,18 @@ def input_bounds(name):
     ((0.0, 1.0), None)
     """
     return _spec(name).input_bounds
+
+
+def description(name):
+    """What data set ``name`` is, in one sentence.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.datasets import description
+    >>> description("phishing")
+    "River's Phishing websites: 1250 pages, 9 features, 43.8 % phishing."
+    """
+    return _spec(name).description
 
 
 def _spec(name):

@@ -69,10 +69,13 @@ CONCEPT_DRIFT = "concept"
 
 #: Every benign drift, by name, in the order of the tables and ``--list``.
 DRIFT_REGISTRY = {drift.name: drift for drift in (
-    Drift("noise", 0.3, "Gaussian noise of standard deviation rising to 0.3"),
-    Drift("brightness", 0.3, "an offset on every feature rising to 0.3"),
-    Drift("translation", 2, "a shift of the image by up to 2 pixels along its last axis"),
-    Drift(CONCEPT_DRIFT, None, "river's generators' own concept drift"),
+    Drift("noise", 0.3, "Gaussian noise added to the inputs, its standard deviation "
+                        "growing to the final level"),
+    Drift("brightness", 0.3, "an offset added to every feature, growing to the final level"),
+    Drift("translation", 2, "the images shifted by a number of pixels growing to the final "
+                            "level"),
+    Drift(CONCEPT_DRIFT, None, "the concept drift of river's generators themselves (their "
+                               "benchmarks only)"),
 )}
 
 #: The input drifts of :func:`~dsc_sklearn.evaluation.protocol.run_drift_protocol`

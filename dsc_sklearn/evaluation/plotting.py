@@ -36,8 +36,10 @@ FIGURE_CAPTIONS = {
         "Test accuracy along the attacked stream. A line is the mean over seeds "
         "and its band one standard deviation either side, over the seeds still "
         "streaming: a line ends when the attacker's stealth stop has fired on "
-        "every seed. The markers right of the dotted line are the accuracy after "
-        "the trigger batch (mean ± 1 s.d.)."
+        "every seed. A cross marks where a seed's attack stopped early, its "
+        "accuracy more than 5 pt below the start (the attacker's stealth stop); "
+        "the trigger batch followed at once. The markers right of the dotted "
+        "line are the accuracy after the trigger batch (mean ± 1 s.d.)."
     ),
     "discrepancy": (
         "Memorization discrepancy of clean and poisoned samples, for each "
@@ -130,7 +132,9 @@ def plot_accuracy_curves(records, benchmark, ax=None, attack="accumulative"):
     warm-up) and the band one standard deviation either side. Runs stop at
     different batches (the attacker's stealth stop), so the mean at a
     batch is over the seeds still streaming, and a line ends when the last
-    seed stops. Right of the dotted "trigger" line, one marker per defence
+    seed stops; a cross in the defence's colour marks each seed's stop
+    (records with ``stealth_stop``; for older records, a stream shorter
+    than the longest). Right of the dotted "trigger" line, one marker per defence
     (mean ± 1 s.d., as an error bar) is the accuracy after the trigger
     batch, in a strip of its own (one slot per defence, so that none hides
     another).
@@ -151,8 +155,9 @@ def plot_accuracy_curves(records, benchmark, ax=None, attack="accumulative"):
     Returns
     -------
     ax : matplotlib Axes
-        Its legend has one entry per defence; the trigger line has the
-        ``gid`` ``"trigger"``.
+        Its legend has one entry per defence, and one for the stealth stops
+        when any run stopped early; the trigger line has the ``gid``
+        ``"trigger"``, the crosses the ``gid`` ``"stealth stop"``.
 
     Examples
     --------
@@ -163,6 +168,10 @@ def plot_accuracy_curves(records, benchmark, ax=None, attack="accumulative"):
     >>> ax = plot_accuracy_curves([record], "digits-mlp")
     >>> ax.get_ylabel(), [t.get_text() for t in ax.get_legend().get_texts()]
     ('test accuracy (%)', ['ST'])
+    >>> record.update(accuracy_curve=[0.8, 0.5, 0.4], stealth_stop=1.0)
+    >>> ax = plot_accuracy_curves([record], "digits-mlp")
+    >>> [t.get_text() for t in ax.get_legend().get_texts()]
+    ['ST', 'stealth stop (a seed)']
     """
     ax = _axes(ax, (8, 4.5))
     runs = _attacked(records, benchmark, attack)
@@ -175,6 +184,7 @@ def plot_accuracy_curves(records, benchmark, ax=None, attack="accumulative"):
     slots = n_batches + 0.5 + strip * (np.arange(len(defences)) + 0.5) / max(len(defences), 1)
     trigger_x = n_batches + 0.5 + strip / 2
     n_seeds = set()
+    stopped = False
     for index, defence in enumerate(defences):
         style = _style(index)
         padded = np.full((len(curves[defence]), n_batches), np.nan)
@@ -194,6 +204,17 @@ def plot_accuracy_curves(records, benchmark, ax=None, attack="accumulative"):
         ax.errorbar(slots[index], after, yerr=spread, color=style["color"],
                     marker=style["marker"], markersize=7, capsize=3, linestyle="none")
         n_seeds.add(len(curves[defence]))
+        stops = [(len(curve) - 1, curve[-1]) for curve, run in zip(
+            curves[defence], (r for r in runs if r["defence"] == defence))
+            if _stopped_early(run, len(curve), n_batches)]
+        if stops:
+            ax.plot(*zip(*stops), linestyle="none", marker="X", markersize=8,
+                    color=style["color"], markeredgecolor="black", markeredgewidth=0.6,
+                    gid="stealth stop")
+            stopped = True
+    if stopped:
+        ax.plot([], [], linestyle="none", marker="X", markersize=8, color="white",
+                markeredgecolor="black", markeredgewidth=0.6, label="stealth stop (a seed)")
     ax.axvline(n_batches + 0.5, color="grey", linestyle=":", linewidth=1.2, gid="trigger")
     ticks = [t for t in ax.get_xticks() if 0 <= t <= n_batches - 1 and t == int(t)]
     if len(ticks) > 1 and n_batches - 1 - ticks[-1] < 0.15 * n_batches:
@@ -208,6 +229,13 @@ def plot_accuracy_curves(records, benchmark, ax=None, attack="accumulative"):
     ax.legend(title=f"mean ± 1 s.d.\n{seeds} seeds", fontsize="small",
               title_fontsize="small", **_OUTSIDE)
     return ax
+
+
+def _stopped_early(record, length, longest):
+    """Whether the attacker's stealth stop ended the run's stream."""
+    if "stealth_stop" in record:
+        return bool(record["stealth_stop"])
+    return length < longest
 
 
 def _stream_part(record):

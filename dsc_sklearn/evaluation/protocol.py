@@ -29,6 +29,7 @@ order, a stream whose concept really drifts (river's generators, from
 """
 
 import copy
+import math
 import time
 
 import numpy as np
@@ -351,7 +352,9 @@ def run_stream_protocol(
         Accuracies (``accuracy_burn_in``, ``accuracy_accumulative``,
         ``accuracy_trigger``, ``accuracy_clean``), ``accuracy_curve`` (test
         accuracy after every online batch and the trigger),
-        ``n_accumulative_steps``, ``n_trigger_batches``, flagged fractions
+        ``n_accumulative_steps``, ``stealth_stop`` (whether the attacker
+        stopped early, its accuracy drop past ``stealth_slack``),
+        ``n_trigger_batches``, flagged fractions
         (``flagged_fraction_clean`` on the clean twin,
         ``flagged_fraction_poison`` on the attacked batches,
         ``flagged_fraction_trigger`` on the trigger batch), what the step
@@ -361,7 +364,12 @@ def run_stream_protocol(
         ``scaled_fraction_clean``: the same on the clean twin,
         ``trigger_scale``: the scale it kept for the trigger, the mean over
         the trigger batches when there are several; NaN without a
-        guard), ROC AUCs for
+        guard), when the defence raised an alarm (an episode of
+        ``alarms_``): ``alarm_delay``, the poisoned batches (trigger
+        batches included) fed before the first one the defence intervened
+        on (0: it acted on the first; NaN: on none, or nothing was
+        poisoned), and ``alarm_rate_clean``, the alarm episodes that
+        started on the clean twin per batch it was fed, ROC AUCs for
         poison detection (``auc_discrepancy_sample``,
         ``auc_discrepancy_batch``, ``auc_loss_sample``, ``auc_loss_batch``),
         the raw ``discrepancy_clean`` and ``discrepancy_poison`` samples,
@@ -410,20 +418,25 @@ def run_stream_protocol(
     for _ in range(n_trigger):
         if trigger == "recraft":
             X_trigger = threat.trigger(victim)
+        before = victim.n_batches_seen_
         victim.partial_fit(X_trigger, start.split.y_trigger)
+        if threat.poisons_trigger:
+            log.alarmed.append(_alarmed_since(victim, before))
         flagged.append(float(victim.last_flagged_.mean()))
         scales.append(victim.stream_log_[-1]["step_scale"])
         log.curve.append(victim.score(data.X_test, data.y_test))
     accuracy_trigger = log.curve[-1]
 
-    twin_scaled_before = twin.n_steps_scaled_
+    twin_scaled_before, twin_steps_before = twin.n_steps_scaled_, twin.n_batches_seen_
     flagged_fraction_clean = _clean_twin(twin, start, n_trigger)
+    n_twin_batches = len(start.batches) + n_trigger
     return _summarise(log, Bunch(
         accuracy_burn_in=start.accuracy_burn_in,
         accuracy_accumulative=accuracy_accumulative,
         accuracy_trigger=accuracy_trigger,
         accuracy_clean=twin.score(data.X_test, data.y_test),
         n_accumulative_steps=n_steps,
+        stealth_stop=log.stealth_stop,
         n_trigger_batches=n_trigger,
         flagged_fraction_clean=flagged_fraction_clean,
         flagged_fraction_trigger=float(np.mean(flagged)),
@@ -432,9 +445,23 @@ def run_stream_protocol(
         scaled_fraction_attack=_guarded_ratio(victim.n_steps_scaled_ - scaled_before,
                                               victim.n_batches_seen_ - steps_before, victim),
         scaled_fraction_clean=_guarded_ratio(
-            twin.n_steps_scaled_ - twin_scaled_before, len(start.batches) + n_trigger, twin),
+            twin.n_steps_scaled_ - twin_scaled_before, n_twin_batches, twin),
+        alarm_delay=float(log.alarmed.index(True)) if True in log.alarmed else math.nan,
+        alarm_rate_clean=_ratio(_alarms_started_since(twin, twin_steps_before),
+                                n_twin_batches),
         started=started,
     ))
+
+
+def _alarmed_since(estimator, step):
+    """Whether the defence intervened on a step after ``step`` (its ``alarms_``)."""
+    alarms = getattr(estimator, "alarms_", None)
+    return bool(alarms) and alarms[-1]["last_step"] > step
+
+
+def _alarms_started_since(estimator, step):
+    """The alarm episodes of ``estimator`` that started after ``step``."""
+    return sum(episode["first_step"] > step for episode in getattr(estimator, "alarms_", ()))
 
 
 def _guarded_ratio(n_scaled, n_batches, estimator):
@@ -479,12 +506,15 @@ class _Threat:
 def _accumulative_phase(victim, threat, X_trigger, start, data, stealth_slack):
     """Feed the (poisoned) online batches until the stealth stop; log what is seen."""
     log = Bunch(curve=[], d_clean=[], d_poison=[], loss_clean=[], loss_poison=[],
-                is_poison=[], flagged=[], n_scaled=0)
+                is_poison=[], flagged=[], n_scaled=0, alarmed=[], stealth_stop=False)
     scaled_before = victim.n_steps_scaled_
     for X_clean, y_batch in start.batches:
         X_fed, y_fed, is_poison = threat.poison(victim, X_clean, y_batch, X_trigger)
         _record_detection(log, victim, X_clean, X_fed, y_batch, y_fed, is_poison)
+        before = victim.n_batches_seen_
         victim.partial_fit(X_fed, y_fed)
+        if is_poison.any():
+            log.alarmed.append(_alarmed_since(victim, before))
         log.is_poison.append(is_poison)
         log.flagged.append(victim.last_flagged_)
         log.n_scaled = victim.n_steps_scaled_ - scaled_before
@@ -492,6 +522,7 @@ def _accumulative_phase(victim, threat, X_trigger, start, data, stealth_slack):
         log.curve.append(accuracy)
         if (threat.poisons_stream and stealth_slack is not None
                 and accuracy < start.accuracy_burn_in - stealth_slack):
+            log.stealth_stop = True
             break
     return log
 

@@ -39,6 +39,8 @@ import numpy as np
 from sklearn.utils import deprecated
 
 from .attacks import ATTACK_LEGENDS
+from .datasets import DATASETS, description, image_shape
+from .drifts import DRIFT_REGISTRY
 from .attacks import PLAIN_TRAINING_ONLY_ATTACKS as ST_BASELINE_ATTACKS
 
 __all__ = [
@@ -48,12 +50,17 @@ __all__ = [
     "DRIFT_COLUMNS",
     "Column",
     "Table",
+    "ATTACK_TABLES",
+    "BENCHMARK_LEGENDS",
+    "DEFENCE_LEGENDS",
+    "DRIFT_LEGENDS",
     "adaptive_results",
     "attack_results",
     "drift_results",
     "environment",
     "stream_results",
     "usable_cores",
+    "verdicts",
     "write_report",
 ]
 
@@ -101,16 +108,20 @@ class Column:
         ``cell(runs) -> str``: the cell of a group of runs (records).
     bold : bool, default=False
         Whether the cells are the table's headline (bold in markdown).
+    entries : dict, default=None
+        For a column of names: what each name means. A table's legend
+        names only the entries its rows hold.
     """
 
     header: str
     legend: str
     cell: Callable = field(repr=False)
     bold: bool = False
+    entries: dict = field(default=None, repr=False)
 
 
-def _label(header, legend, name):
-    return Column(header, legend, lambda runs: str(runs[0][name]))
+def _label(header, legend, name, entries=None):
+    return Column(header, legend, lambda runs: str(runs[0][name]), entries=entries)
 
 
 def _stat(header, legend, key, scale=100.0, digits=1, bold=False):
@@ -120,28 +131,70 @@ def _stat(header, legend, key, scale=100.0, digits=1, bold=False):
 
 _SEEDS = Column("seeds", "Runs in the row, one per seed. Every other number is the mean "
                 "± standard deviation over these runs.", lambda runs: str(len(runs)))
-_BENCHMARK = _label("benchmark", "The data set and model (`BENCHMARKS`): digits-mlp is "
-                    "scikit-learn's 8×8 digits with an MLP 64-128-128-10, digits-cnn the same "
-                    "data with a small CNN, mnist1d-cnn MNIST-1D with a 1-D CNN; the other "
-                    "-mlp rows are river's streams (its bundled real data sets, and the "
-                    "concept before the drift of its drift generators), standardised, with "
-                    "the same MLP.", "benchmark")
-_DEFENCE = _label("defence", "A row of `DEFENCES`, the estimator parameters of a defence. ST "
-                  "is plain training, GC gradient clipping, DSC-default the library's "
-                  "defaults, DSC-paper the paper's recipe.", "defence")
+#: What each benchmark of ``BENCHMARKS`` is, for the legends and ``--list``.
+BENCHMARK_LEGENDS = {
+    f"{dataset}-{model}": f"{description(dataset).rstrip('.')}; " + (
+        "an MLP 128-128" if model == "mlp" else f"a small CNN on {image_shape(dataset)} images")
+    for dataset in DATASETS for model in ("mlp", "cnn")
+    if model == "mlp" or image_shape(dataset) is not None}
+
+#: What each defence of ``DEFENCES`` is, for the legends and ``--list``.
+DEFENCE_LEGENDS = {
+    "ST": "plain training, no defence",
+    "GC": "gradient clipping: every gradient clipped to L∞ 0.01 (`clip_value`), no guard",
+    "AT-reference": "the reference code's \"AT\": each batch corrected by descent "
+                    "(`correction=\"descent\"`), no guard",
+    "AT-Madry": "adversarial training with Madry's PGD (`correction=\"adversarial\"`), "
+                "no guard",
+    "DSC-paper": "the paper's recipe: a batch-level DSC gate with the linear threshold "
+                 "schedule 0.5 + 0.02 · step against the rolling snapshot buffer, no guard",
+    "DSC-paper-frozen": "DSC-paper against one historical model frozen halfway through "
+                        "the burn-in",
+    "DSC": "per-sample DSC with the \"auto\" threshold against the rolling snapshot "
+           "buffer (the 0.1 default), no guard",
+    "guard+DSC": "per-sample DSC in front of the step guard",
+    "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
+                   "`correction=\"none\"`)",
+}
+
+#: What each benign drift is, for the legends and ``--list`` (its final level is
+#: in ``DRIFTS``).
+DRIFT_LEGENDS = {name: drift.description for name, drift in DRIFT_REGISTRY.items()}
+
+_BENCHMARK = _label("benchmark", "The data set and model (`BENCHMARKS`); river's "
+                    "streams are standardised and learnt by an MLP 128-128.", "benchmark",
+                    BENCHMARK_LEGENDS)
+_DEFENCE = _label("defence", "A row of `DEFENCES`, the estimator parameters of a defence.",
+                  "defence", DEFENCE_LEGENDS)
 _TIME = _stat("time (s)", "Wall time of one run, on one worker with one torch thread.",
               "wall_time", 1.0)
 
-def _attack_legend(head):
-    return head + " " + " ".join(f"{name}: {text}." for name, text in ATTACK_LEGENDS.items())
+_ATTACK = _label("attack", "The attack (`dsc_sklearn.evaluation.attacks.ATTACK_REGISTRY`).",
+                 "attack", ATTACK_LEGENDS)
 
 
-#: The columns of the accumulative-poisoning table, in order.
+def _worst(key):
+    def cell(runs):
+        values = [r.get(key) for r in runs if r.get(key) is not None]
+        return f"{100 * min(values):.1f}" if values else "n/a"
+    return cell
+
+
+_CLEAN_COST = _stat(
+    "clean cost (pt)", "Plain training's (ST's) mean clean-stream accuracy on this "
+    "benchmark and attack (the same horizon) minus this row's, in percentage points: "
+    "what the defence costs when nothing is wrong. Positive: it costs accuracy. n/a "
+    "without ST runs.", "clean_cost", 1.0)
+_FLAGGED_POISON = _stat("flagged poison (%)", "Share of the poisoned samples that the "
+                        "defence flagged during the accumulative phase.",
+                        "flagged_fraction_poison")
+
+#: The columns of the accumulative-poisoning table, in order; the report
+#: splits them into :data:`ATTACK_TABLES`.
 ATTACK_COLUMNS = (
     _BENCHMARK,
     _DEFENCE,
-    _label("attack", _attack_legend("The attack (`dsc_sklearn.evaluation.protocol.ATTACKS`)."),
-           "attack"),
+    _ATTACK,
     _SEEDS,
     _stat("after burn-in (%)", "Test accuracy when the attack starts: after the burn-in "
           "(plain training, the same for every defence) and the warm-up batches, which "
@@ -151,20 +204,26 @@ ATTACK_COLUMNS = (
           "accuracy_accumulative"),
     _stat("after trigger (%)", "Test accuracy after one training step on the trigger "
           "batch: the headline, higher is better.", "accuracy_trigger", bold=True),
+    Column("worst seed (%)", "The lowest accuracy after the trigger over the seeds.",
+           _worst("accuracy_trigger")),
     _stat("clean stream (%)", "Test accuracy of the clean twin: a copy of the model at "
           "the attack's start, fed the same batches and trigger batch without poison.",
           "accuracy_clean"),
-    _stat("clean cost (pt)", "Plain training's (ST's) mean clean-stream accuracy on this "
-          "benchmark and attack (the same horizon) minus this row's, in percentage points: "
-          "what the defence costs when nothing is wrong. Positive: it costs accuracy. n/a "
-          "without ST runs.", "clean_cost", 1.0),
+    _CLEAN_COST,
     _stat("steps (batches)", "Poisoned batches fed before the attacker's stealth stop "
           "(test accuracy more than 5 pt below its value when the attack started) or the "
           "step limit (`--max-steps`).", "n_accumulative_steps", 1.0),
+    _stat("alarm delay (batches)", "Poisoned batches (the trigger included) fed before "
+          "the first one the defence intervened on, which starts an alarm episode of "
+          "`alarms_` (the step guard pulled it back or refused it, or the gate flagged "
+          "more than 10 % of its rows): 0 when it acted on the first. The mean over the "
+          "seeds that raised an alarm; n/a when none did.", "alarm_delay", 1.0),
+    _stat("clean alarms (per 100 batches)", "Alarm episodes that started on the clean "
+          "twin, per 100 batches it was fed: false alarms an operator would see.",
+          "alarm_rate_clean"),
     _stat("flagged clean (%)", "Share of the clean twin's samples that the defence "
           "flagged: false alarms.", "flagged_fraction_clean"),
-    _stat("flagged poison (%)", "Share of the poisoned samples that the defence flagged "
-          "during the accumulative phase.", "flagged_fraction_poison"),
+    _FLAGGED_POISON,
     _stat("flagged trigger (%)", "Share of the trigger batch's samples that the defence "
           "flagged.", "flagged_fraction_trigger"),
     _stat("AUC disc. sample", "ROC AUC, from 0 to 1 (0.5 is chance, 1 a perfect "
@@ -184,10 +243,8 @@ DRIFT_COLUMNS = (
     _BENCHMARK,
     _DEFENCE,
     Column("drift", "The benign drift of a clean stream; its level grows linearly over "
-           "the stream up to its final value (`DRIFTS`): noise adds Gaussian noise of that "
-           "standard deviation, brightness adds that offset to every feature, translation "
-           "shifts the images by that many pixels.",
-           lambda runs: runs[0]["attack"][len("drift-"):]),
+           "the stream up to its final value (`DRIFTS`).",
+           lambda runs: runs[0]["attack"][len("drift-"):], entries=DRIFT_LEGENDS),
     _SEEDS,
     _stat("accuracy (drifted test) (%)", "Test accuracy of the defended model on the test "
           "set drifted to the final level.", "accuracy_drift"),
@@ -202,12 +259,18 @@ DRIFT_COLUMNS = (
 )
 
 
-def _worst(key):
-    def cell(runs):
-        values = [r.get(key) for r in runs if r.get(key) is not None]
-        return f"{100 * min(values):.1f}" if values else "n/a"
-    return cell
-
+#: The two tables the report shows the accumulative-poisoning columns in, so
+#: that each fits a 1280-pixel screen: ``(title, headers)``; both start with
+#: the benchmark, defence, attack and seeds.
+ATTACK_TABLES = (
+    ("Accumulative poisoning: what each defence keeps",
+     ("after burn-in (%)", "before trigger (%)", "after trigger (%)", "worst seed (%)",
+      "clean stream (%)", "clean cost (pt)", "steps (batches)")),
+    ("Accumulative poisoning: alarms and detection",
+     ("alarm delay (batches)", "clean alarms (per 100 batches)", "flagged clean (%)",
+      "flagged poison (%)", "flagged trigger (%)", "AUC disc. sample", "AUC disc. batch",
+      "AUC loss sample", "time (s)")),
+)
 
 _SCALED_ATTACK = _stat(
     "steps scaled (%)", "Share of the attack's optimizer steps (poisoned batches and "
@@ -217,8 +280,7 @@ _SCALED_ATTACK = _stat(
 #: The columns of the adaptive-attacks table, in order.
 ADAPTIVE_COLUMNS = (
     _BENCHMARK,
-    _label("attack", _attack_legend("The attack (`dsc_sklearn.evaluation.protocol.ATTACKS`)."),
-           "attack"),
+    _ATTACK,
     _DEFENCE,
     _SEEDS,
     _stat("attack starts (%)", "Test accuracy when the attack starts (after burn-in and the "
@@ -228,14 +290,14 @@ ADAPTIVE_COLUMNS = (
           "accuracy_trigger", bold=True),
     Column("worst seed (%)", "The lowest accuracy after the attack over the seeds.",
            _worst("accuracy_trigger")),
-    ATTACK_COLUMNS[8],  # clean cost
+    _CLEAN_COST,
     _SCALED_ATTACK,
     _stat("trigger scale", "The scale the step guard kept for the trigger's step (1: "
           "unscaled, 0: refused; the mean over the trigger batches); n/a without a guard.",
           "trigger_scale", 1.0, 2),
     _stat("poisoned batches", "Batches poisoned before the attacker's stealth stop or its "
           "horizon.", "n_accumulative_steps", 1.0),
-    ATTACK_COLUMNS[11],  # flagged poison
+    _FLAGGED_POISON,
     _TIME,
 )
 
@@ -255,6 +317,26 @@ class Table:
     title: str
     columns: tuple
     rows: list
+
+    def select(self, title, headers):
+        """The table of the first four columns and those named ``headers``.
+
+        Parameters
+        ----------
+        title : str
+            The new table's title.
+        headers : sequence of str
+            Headers of the columns to keep after the first four (the
+            benchmark, the defence, the attack and the seeds), in order.
+
+        Returns
+        -------
+        table : Table
+        """
+        names = [column.header for column in self.columns]
+        keep = [0, 1, 2, 3] + [names.index(header) for header in headers]
+        return Table(title, tuple(self.columns[i] for i in keep),
+                     [[row[i] for i in keep] for row in self.rows])
 
     def markdown(self, legend=False):
         """The table in markdown, optionally followed by its legend."""
@@ -298,7 +380,18 @@ def _inline(text):
 def _table(title, columns, groups):
     rows = [[f"**{c.cell(runs)}**" if c.bold else c.cell(runs) for c in columns]
             for runs in groups.values()]
-    return Table(title, columns, rows)
+    return Table(title, tuple(_with_entries(column, [row[i] for row in rows])
+                              for i, column in enumerate(columns)), rows)
+
+
+def _with_entries(column, cells):
+    """``column`` whose legend names what each of its ``cells`` means."""
+    if not column.entries:
+        return column
+    present = [name for name in dict.fromkeys(cells) if name in column.entries]
+    legend = " ".join([column.legend] + [f"{name}: {column.entries[name]}."
+                                         for name in present])
+    return Column(column.header, legend, column.cell, column.bold, column.entries)
 
 
 def _groups(records):
@@ -446,7 +539,7 @@ def stream_results(records, benchmarks=None):
                                  "attack's last batch.", "accuracy_trigger"))
                 for attack in attacks]
     if first is not None:
-        cost = ATTACK_COLUMNS[8]
+        cost = _CLEAN_COST
         columns.append(Column(cost.header, cost.legend + f" From the {first} runs.",
                               lambda group: cost.cell(
                                   [costs.get(id(r), r) for r in _of_attack(group, first)])))
@@ -477,6 +570,104 @@ def stream_results(records, benchmarks=None):
     for record in runs:
         groups.setdefault((record["benchmark"], record["defence"]), []).append(record)
     return _table("Real streams", tuple(columns), groups)
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _points(value):
+    return f"{round(value, 1) + 0.0:.1f}"  # never "-0.0"
+
+
+def _summary(runs, drifts, reference=False):
+    """A defence's numbers: after the attack, worst seed, clean cost, worst drift gap.
+
+    The reference (plain training) has neither a clean cost nor a drift gap
+    of its own: both are measured against it.
+    """
+    after = [r["accuracy_trigger"] for r in runs if r.get("accuracy_trigger") is not None]
+    text = (f"{100 * np.mean(after):.1f} % after it (worst seed {100 * min(after):.1f} %"
+            f", {len(after)} seeds)")
+    if reference:
+        return text
+    cost = _mean(r.get("clean_cost") for r in runs)
+    text += (", clean cost n/a (no plain-training run)" if cost is None
+             else f", a clean cost of {_points(cost)} pt")
+    gaps = {}
+    for record in drifts:
+        gaps.setdefault(record["attack"][len("drift-"):], []).append(record.get("accuracy_gap"))
+    gaps = {kind: _mean(values) for kind, values in gaps.items()}
+    gaps = {kind: gap for kind, gap in gaps.items() if gap is not None}
+    if gaps:
+        kind = max(gaps, key=gaps.get)
+        text += f" and a worst drift gap of {_points(100 * gaps[kind])} pt ({kind})"
+    else:
+        text += " (no benign drift ran)"
+    return text
+
+
+def verdicts(records):
+    """What each benchmark of the run concludes, written from its numbers.
+
+    For each benchmark: the defence that kept the highest mean accuracy
+    after the attack (the accumulative attack when it ran, else the first
+    attack of the records besides the ST-only baselines), with its worst
+    seed, its clean cost and its worst benign-drift gap; then plain
+    training's (``ST``) accuracy, and the same four numbers for the
+    library's defaults (``DSC-default``), when they ran and are not that
+    defence.
+
+    Parameters
+    ----------
+    records : list of dict
+        As returned by :func:`~dsc_sklearn.evaluation.benchmark.run_benchmark`.
+
+    Returns
+    -------
+    verdicts : dict of str
+        One paragraph per benchmark with attack runs, in markdown.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.report import verdicts
+    >>> records = [{"benchmark": "digits-mlp", "defence": d, "attack": "accumulative",
+    ...             "seed": seed, "accuracy_trigger": t + seed / 100, "accuracy_clean": c}
+    ...            for d, t, c in (("ST", 0.55, 0.95), ("GC", 0.93, 0.94))
+    ...            for seed in (0, 1)]
+    >>> records.append({"benchmark": "digits-mlp", "defence": "GC", "seed": 0,
+    ...                 "attack": "drift-translation", "accuracy_gap": 0.576})
+    >>> print(verdicts(records)["digits-mlp"])
+    GC kept the most after the accumulative attack: 93.5 % after it (worst seed 93.0 %, 2 seeds), a clean cost of 1.0 pt and a worst drift gap of 57.6 pt (translation). Plain training (ST): 55.5 % after it (worst seed 55.0 %, 2 seeds).
+    """
+    runs = [r for r in _with_clean_cost(records) if r["attack"] not in ST_BASELINE_ATTACKS]
+    found = {}
+    for benchmark in dict.fromkeys(r["benchmark"] for r in runs):
+        mine = [r for r in runs if r["benchmark"] == benchmark]
+        attacks = list(dict.fromkeys(r["attack"] for r in mine))
+        attack = "accumulative" if "accumulative" in attacks else attacks[0]
+        by_defence = {}
+        for record in mine:
+            if record["attack"] == attack and record.get("accuracy_trigger") is not None:
+                by_defence.setdefault(record["defence"], []).append(record)
+        if not by_defence:
+            continue
+
+        def summary(defence):
+            drifts = [r for r in records if r["benchmark"] == benchmark
+                      and r["defence"] == defence and r["attack"].startswith("drift-")]
+            return _summary(by_defence[defence], drifts, reference=defence == "ST")
+
+        best = max(by_defence, key=lambda d: np.mean([r["accuracy_trigger"]
+                                                       for r in by_defence[d]]))
+        text = [f"{best} kept the most after the {attack} attack: {summary(best)}."]
+        for defence, name in (("ST", "Plain training (ST)"),
+                              ("DSC-default", "The library's defaults (DSC-default)")):
+            if defence in by_defence and defence != best:
+                text.append(f"{name}: {summary(defence)}.")
+        found[benchmark] = " ".join(text)
+    return found
 
 
 def drift_results(records):
@@ -562,10 +753,14 @@ def _caption(path):
     return stem, stem, ""
 
 
-def _markdown(facts, tables, figures):
+def _markdown(facts, tables, figures, conclusions=None):
     lines = ["# dsc-sklearn benchmark", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in facts.items()]
     lines += ["", _PROTOCOL, ""]
+    if conclusions:
+        lines += ["## Verdict", ""]
+        lines += [f"- **{benchmark}**: {text}" for benchmark, text in conclusions.items()]
+        lines.append("")
     for table in tables:
         lines += [f"## {table.title}", "", table.markdown(legend=True)]
     if figures:
@@ -583,7 +778,7 @@ body { font-family: system-ui, sans-serif; max-width: 80rem; margin: 2rem auto;
 table { border-collapse: collapse; font-size: 0.85rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right;
          white-space: nowrap; }
-th { background: #f3f3f3; }
+th { background: #f3f3f3; white-space: normal; vertical-align: bottom; }
 td:nth-child(-n+3), th:nth-child(-n+3) { text-align: left; }
 .scroll { overflow-x: auto; }
 table.facts td { text-align: left; white-space: normal; }
@@ -596,7 +791,7 @@ code { background: #f3f3f3; padding: 0 0.2rem; }
 """
 
 
-def _html(facts, tables, figures):
+def _html(facts, tables, figures, conclusions=None):
     rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{_inline(value)}</td></tr>\n"
                    for name, value in facts.items())
     parts = [
@@ -608,6 +803,11 @@ def _html(facts, tables, figures):
         f'<table class="facts">\n{rows}</table>',
         f"<p>{_inline(_PROTOCOL)}</p>",
     ]
+    if conclusions:
+        parts.append("<h2>Verdict</h2>\n<ul>")
+        parts += [f"<li><strong>{html.escape(benchmark)}</strong>: {_inline(text)}</li>"
+                  for benchmark, text in conclusions.items()]
+        parts.append("</ul>")
     for table in tables:
         parts += [f"<h2>{html.escape(table.title)}</h2>", table.html()]
     if figures:
@@ -630,7 +830,9 @@ def write_report(records, output_dir, *, command, settings=None, figures=(), wal
     """Write ``results.md`` and a self-contained ``report.html``.
 
     Both hold the command line, the date, the versions and the machine,
-    every table with a legend that explains each column and its unit, and
+    the verdict of each benchmark (:func:`verdicts`), every table with a
+    legend that explains each column and its unit (the accumulative-poisoning
+    columns in the two tables of :data:`ATTACK_TABLES`), and
     the figures (linked from ``results.md``, embedded in ``report.html`` as
     base64 PNG, so that the page can be mailed or archived alone).
 
@@ -663,7 +865,8 @@ def write_report(records, output_dir, *, command, settings=None, figures=(), wal
     """
     output_dir = Path(output_dir)
     facts = _run_facts(command, settings, wall_time, len(records))
-    tables = [attack_results(records)]
+    attacks = attack_results(records)
+    tables = [attacks.select(title, headers) for title, headers in ATTACK_TABLES]
     if any(r["attack"].startswith("drift-") for r in records):
         tables.append(drift_results(records))
     attacks = {r["attack"] for r in records if not r["attack"].startswith("drift-")}
@@ -672,6 +875,7 @@ def write_report(records, output_dir, *, command, settings=None, figures=(), wal
     if any(r["benchmark"] in stream_benchmarks for r in records):
         tables.append(stream_results(records, stream_benchmarks))
     markdown, page = output_dir / "results.md", output_dir / "report.html"
-    markdown.write_text(_markdown(facts, tables, figures), encoding="utf-8")
-    page.write_text(_html(facts, tables, figures), encoding="utf-8")
+    conclusions = verdicts(records)
+    markdown.write_text(_markdown(facts, tables, figures, conclusions), encoding="utf-8")
+    page.write_text(_html(facts, tables, figures, conclusions), encoding="utf-8")
     return [markdown, page]

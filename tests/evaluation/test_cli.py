@@ -51,6 +51,13 @@ def test_list_names_what_the_options_accept(capsys):
     for name in benchmark.QUICK_DEFENCES:
         assert re.search(rf"\* {re.escape(name)}\b", output), name
     assert "translation" in output
+    # Each entry says what it is, in words; no raw tuples or empty dicts.
+    assert "(" + repr("digits") not in output and "{}" not in output
+    assert re.search(r"digits-mlp +Scikit-learn's 8x8 handwritten digits.*; an MLP 128-128", output)
+    assert re.search(r"ST +plain training, no defence\n +correction='none', step_guard=None",
+                     output)
+    assert re.search(r"DSC-default +the library's defaults.*\n +none: the estimator", output)
+    assert "noise               Gaussian noise" in output and "(final level 0.3)" in output
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -80,7 +80,7 @@ def _outside(fig, legend, ax):
 
 def test_accuracy_curves_show_mean_band_and_trigger_per_defence(records, plt):
     ax = plot_accuracy_curves(records, "digits-mlp")
-    assert _legend(ax) == ["ST", "GC"]
+    assert _legend(ax) == ["ST", "GC", "stealth stop (a seed)"]
     assert "mean ± 1 s.d." in ax.get_legend().get_title().get_text()
     assert ax.get_ylabel() == "test accuracy (%)"
     # One mean line per defence, in percent; ST's seeds stop at different batches,
@@ -98,10 +98,27 @@ def test_accuracy_curves_show_mean_band_and_trigger_per_defence(records, plt):
     (x_st, y_st), = bars[0].lines[0].get_xydata()
     (x_gc, y_gc), = bars[1].lines[0].get_xydata()
     assert (y_st, y_gc) == pytest.approx((61.0, 91.0))
+    # Without stealth_stop in the records, a stream shorter than the longest stopped
+    # early: a cross where each such seed's stream ended.
+    crosses = [line.get_xydata().tolist() for line in ax.lines
+               if line.get_gid() == "stealth stop"]
+    assert crosses == [[[1.0, 85.0]], [[1.0, 85.0], [1.0, 85.0]]]
     assert trigger[0].get_xdata()[0] < x_st < x_gc  # apart, never on top of each other
     assert ax.get_xlim()[1] > x_gc
     assert "after\ntrigger" in [t.get_text() for t in ax.get_xticklabels()]
     assert _outside(ax.figure, ax.get_legend(), ax)
+
+
+def test_the_stealth_stop_is_marked_where_the_records_say(records, plt):
+    for record in records:
+        record["stealth_stop"] = float(record["defence"] == "ST" and record["seed"] == 1)
+    ax = plot_accuracy_curves(records, "digits-mlp")
+    crosses = [line.get_xydata().tolist() for line in ax.lines
+               if line.get_gid() == "stealth stop"]
+    assert crosses == [[[3.0, 80.0]]]
+    for record in records:
+        record["stealth_stop"] = 0.0
+    assert _legend(plot_accuracy_curves(records, "digits-mlp")) == ["ST", "GC"]
 
 
 def test_accuracy_curves_of_identical_defences_stay_distinguishable(records, plt):

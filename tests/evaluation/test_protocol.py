@@ -34,6 +34,8 @@ def test_accumulative_attack_breaks_plain_training_but_noise_does_not(digits, se
     assert attacked.accuracy_burn_in - attacked.accuracy_trigger >= 0.15
     assert noisy.accuracy_trigger >= noisy.accuracy_burn_in - 0.03
     assert noisy.n_accumulative_steps == 40  # noise never trips the stealth stop
+    assert not noisy.stealth_stop
+    assert attacked.stealth_stop == (attacked.n_accumulative_steps < 40)
 
 
 def test_protocol_is_deterministic_per_seed(digits):
@@ -61,6 +63,10 @@ def test_result_fields_and_ranges(digits):
                 "auc_loss_batch"):
         assert 0.0 <= result[key] <= 1.0, key
     assert result.flagged_fraction_poison > 0  # threshold 0 flags changed predictions
+    # Threshold 0 flags most rows of every batch: the first poisoned batch raises an alarm.
+    assert result.alarm_delay == 0.0
+    assert 0.0 <= result.alarm_rate_clean <= 1.0
+    assert not result.stealth_stop  # stealth_slack=None
     assert result.detection["true_positive"]["denominator"] == 300
     assert len(result.discrepancy_poison) == 300
     assert result.wall_time > 0
@@ -71,6 +77,8 @@ def test_trigger_only_and_clean_runs_have_no_poison(digits):
                                  burn_in_epochs=1, defence_warmup=1, random_state=0)
     assert np.isnan(result.auc_discrepancy_sample)
     assert np.isnan(result.flagged_fraction_poison)
+    # No guard and no gate: nothing can raise an alarm.
+    assert np.isnan(result.alarm_delay) and result.alarm_rate_clean == 0.0
     clean = run_stream_protocol(plain(), digits[0], attack="none", max_steps=3,
                                 burn_in_epochs=1, defence_warmup=1, random_state=0)
     assert clean.accuracy_trigger == pytest.approx(clean.accuracy_clean)

@@ -6,14 +6,17 @@ import pytest
 
 from dsc_sklearn.evaluation.report import (
     ATTACK_COLUMNS,
+    ATTACK_TABLES,
+    DEFENCE_LEGENDS,
     DRIFT_COLUMNS,
     attack_results,
     drift_results,
     environment,
+    verdicts,
     write_report,
 )
 
-_UNITS = ("(%)", "(pt)", "(s)", "(batches)")
+_UNITS = ("(%)", "(pt)", "(s)", "(batches)", "(per 100 batches)")
 
 
 def _attack(defence, seed, clean, trigger, attack="accumulative"):
@@ -23,7 +26,9 @@ def _attack(defence, seed, clean, trigger, attack="accumulative"):
             "n_accumulative_steps": 3.0, "flagged_fraction_clean": 0.01,
             "flagged_fraction_poison": None, "flagged_fraction_trigger": 0.0,
             "auc_discrepancy_sample": 0.6, "auc_discrepancy_batch": None,
-            "auc_loss_sample": 0.7, "wall_time": 1.5}
+            "auc_loss_sample": 0.7, "wall_time": 1.5,
+            "alarm_delay": None if defence == "ST" else float(seed),
+            "alarm_rate_clean": 0.0 if defence == "ST" else 0.025}
 
 
 @pytest.fixture
@@ -111,4 +116,47 @@ def test_write_report_is_self_contained(records, tmp_path):
     assert "&lt;quick&gt; &amp; more" in page
     assert 'src="data:image/png;base64,iVBORw0KGgo' in page
     assert not re.search(r'(?:src|href)="(?:https?:)?//', page)
-    assert page.count("<dl>") == 2
+    assert page.count("<dl>") == 3  # the attack columns in two tables, and the drift table
+    assert markdown.index("## Verdict") < markdown.index("## Accumulative poisoning")
+    assert "- **digits-mlp**: GC kept the most after the accumulative attack: 91.0 %" in markdown
+    assert "<h2>Verdict</h2>" in page and "<strong>digits-mlp</strong>: GC kept" in page
+
+
+def test_the_report_splits_the_attack_columns_into_tables_that_fit_a_screen():
+    headers = [column.header for column in ATTACK_COLUMNS[4:]]
+    split = [header for _, chosen in ATTACK_TABLES for header in chosen]
+    assert sorted(split) == sorted(headers)
+    # At most 11 columns a table, so that it fits 1280 pixels (checked by eye, in chromium).
+    assert all(4 + len(chosen) <= 13 for _, chosen in ATTACK_TABLES)
+
+
+def test_alarm_columns_and_the_worst_seed(records):
+    table = attack_results(records)
+    header = [c.header for c in table.columns]
+    st, gc = ({h: cell for h, cell in zip(header, row)} for row in table.rows)
+    assert st["alarm delay (batches)"] == "n/a"
+    assert gc["alarm delay (batches)"] == "0.5 ± 0.5"
+    assert gc["clean alarms (per 100 batches)"] == "2.5 ± 0.0"
+    assert gc["worst seed (%)"] == "90.0"
+
+
+def test_legends_name_only_what_the_run_holds(records):
+    legend = {c.header: c.legend for c in attack_results(records).columns}["defence"]
+    assert f"ST: {DEFENCE_LEGENDS['ST']}." in legend
+    assert f"GC: {DEFENCE_LEGENDS['GC']}." in legend
+    assert "AT-Madry" not in legend and "DSC-paper" not in legend
+    drift = {c.header: c.legend for c in drift_results(records).columns}["drift"]
+    assert "noise: " in drift and "translation" not in drift
+
+
+def test_verdicts_are_written_from_the_numbers(records):
+    records = records + [
+        dict(_attack("DSC-default", seed, 0.94, trigger), alarm_delay=0.0)
+        for seed, trigger in ((0, 0.80), (1, 0.70))]
+    text = verdicts(records)["digits-mlp"]
+    assert text.startswith("GC kept the most after the accumulative attack: 91.0 % after it "
+                           "(worst seed 90.0 %, 2 seeds), a clean cost of 2.0 pt and a worst "
+                           "drift gap of 2.0 pt (noise).")
+    assert "Plain training (ST): 61.0 % after it (worst seed 60.0 %, 2 seeds)." in text
+    assert ("The library's defaults (DSC-default): 75.0 % after it (worst seed 70.0 %, "
+            "2 seeds), a clean cost of 0.0 pt (no benign drift ran).") in text

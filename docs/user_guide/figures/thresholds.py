@@ -17,8 +17,10 @@ for index, (name, threshold) in enumerate(policies.items()):
     clf = burnt_in_classifier().set_params(correction="dsc", threshold=threshold)
     for X, y in stream_batches(X_stream, y_stream, n_passes=6, seed=2):
         clf.partial_fit(X, y)
-    # The burn-in ran without a defence: its discrepancy columns are NaN.
-    log = pd.DataFrame(clf.stream_log_).dropna().reset_index(drop=True)
+    # The burn-in ran without a defence: its discrepancy columns are NaN. (Not
+    # dropna() on every column: the step guard's columns are NaN throughout.)
+    log = pd.DataFrame(clf.stream_log_).dropna(subset=["mean_discrepancy"])
+    log = log.reset_index(drop=True)
     if threshold == "auto":  # the run that corrects least: closest to the plain stream
         ax.plot(log.index + 1, log["mean_discrepancy"], color="grey", alpha=0.6,
                 label="batch mean discrepancy")
