@@ -95,7 +95,7 @@ def test_readme_quick_run_figures_are_what_the_quick_run_measures():
                             paragraph))
     assert sorted(shown) == sorted(QUICK_DEFENCES)
     records = run_benchmark(("digits-mlp",), QUICK_DEFENCES, seeds=(0, 1, 2), drifts=(),
-                            n_jobs=1, progress=False)
+                            learning=False, n_jobs=1, progress=False)
     table = attack_results(records)
     after = [c.header for c in table.columns].index("after trigger (%)")
     measured = {row[1]: row[after].strip("*") for row in table.rows

@@ -37,8 +37,10 @@ from .drifts import CONCEPT_DRIFT, DRIFT_REGISTRY, DRIFTS, drifts_for
 from .protocol import (
     ADAPTIVE_ATTACKS,
     ATTACKS,
+    LEARNING,
     run_concept_drift_protocol,
     run_drift_protocol,
+    run_learning_protocol,
     run_stream_protocol,
 )
 from .report import ST_BASELINE_ATTACKS, adaptive_results, attack_results, drift_results, stream_results
@@ -50,6 +52,7 @@ __all__ = [
     "CONCEPT_DRIFT",
     "DEFENCES",
     "DRIFT_NAMES",
+    "LEARNING",
     "QUICK_BENCHMARKS",
     "QUICK_DEFENCES",
     "QUICK_DRIFTS",
@@ -189,8 +192,9 @@ def _run(benchmark, defence, params, attack, seed, stream, protocol_params, torc
          attack_params=None):
     """One protocol run as a JSON-serialisable record.
 
-    ``attack`` is an attack of the stream protocol, or ``"drift-<kind>"``
-    for a benign-drift run (``"drift-concept"``: a drift generator's own).
+    ``attack`` is an attack of the stream protocol, ``"drift-<kind>"``
+    for a benign-drift run (``"drift-concept"``: a drift generator's own),
+    or :data:`LEARNING` for a learning-from-scratch run.
     """
     dataset = BENCHMARKS[benchmark][0]
     estimator = make_defence(defence, benchmark, params)
@@ -205,6 +209,9 @@ def _run(benchmark, defence, params, attack, seed, stream, protocol_params, torc
                 **{key: value for key, value in protocol_params.items()
                    if key in _DRIFT_PARAMS},
             )
+        elif attack == LEARNING:
+            result = run_learning_protocol(estimator, data, random_state=seed,
+                                           batch_size=protocol_params.get("batch_size", 100))
         elif attack.startswith("drift-"):
             result = run_drift_protocol(
                 estimator, data, kind=attack[len("drift-"):], stream=stream,
@@ -268,7 +275,8 @@ def _drifts_of(benchmark, drifts):
 
 
 def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0, 1, 2),
-                  *, attacks=("accumulative",), stream="new", drifts=None, n_jobs=None,
+                  *, attacks=("accumulative",), stream="new", drifts=None, learning=True,
+                  n_jobs=None,
                   torch_threads=1, progress=True, attack_params=None, **protocol_params):
     """Run every defence on every benchmark, attack and seed.
 
@@ -298,6 +306,12 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
         none, ``None`` those that fit each benchmark
         (:func:`default_drifts`). ``"concept"`` runs on river's drift
         generators only. Their records have ``attack="drift-<kind>"``.
+    learning : bool, default=True
+        Also train every defence's model from scratch with the defence on
+        from the first call, against the same model with every defence off
+        (:func:`~dsc_sklearn.evaluation.protocol.run_learning_protocol`: 5
+        passes over the training split); records with
+        ``attack="learning"``.
     n_jobs : int, default=None
         Parallel runs through :class:`joblib.Parallel` (``None``: one at a
         time, unless a :func:`joblib.parallel_config` context says
@@ -348,6 +362,12 @@ def run_benchmark(benchmarks=("digits-mlp",), defences=tuple(DEFENCES), seeds=(0
         for defence, params in defences.items()
         for kind in _drifts_of(benchmark, drifts)
         for seed in seeds
+    ] + [
+        (benchmark, defence, params, LEARNING, seed)
+        for benchmark in benchmarks
+        for defence, params in defences.items()
+        for seed in seeds
+        if learning
     ]
     runs = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_run)(*job, stream, protocol_params, torch_threads, attack_params)

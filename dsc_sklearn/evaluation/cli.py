@@ -94,6 +94,11 @@ def _parser():
         "those that fit each benchmark: noise, brightness and translation on digits and "
         "MNIST-1D, concept on river's generators, none on river's fixed data sets)")
     bench.add_argument(
+        "--learning", action=argparse.BooleanOptionalAction, default=True,
+        help="also train each defence's model from scratch with the defence on from the "
+        "first call, against the same model with every defence off (5 passes; the "
+        "'Learning from scratch' table) (default: on)")
+    bench.add_argument(
         "--n-jobs", type=int, default=None, metavar="N",
         help="worker processes, each running one run at a time on one torch thread "
         "(default: the usable CPU cores)")
@@ -197,6 +202,8 @@ def _benchmark(args, parser):
     options = {}
     if args.attacks is not None:  # the default run keeps its signature
         options["attacks"] = tuple(plan.attacks)
+    if not args.learning:
+        options["learning"] = False
     if args.slow_horizon is not None:
         options["attack_params"] = {"slow": {"horizon": args.slow_horizon}}
     records = benchmark.run_benchmark(
@@ -215,6 +222,8 @@ def _benchmark(args, parser):
     if set(plan.benchmarks) & set(benchmark.STREAM_BENCHMARKS):
         table += "\n## Real streams\n\n" + report.stream_results(
             records, benchmark.STREAM_BENCHMARKS).markdown()
+    if any(r["attack"] == benchmark.LEARNING for r in records):
+        table += "\n## Learning from scratch\n\n" + report.learning_results(records).markdown()
     print(table)
     print(f"{len(records)} runs in {wall_time:.1f} s on {n_jobs} worker(s), one torch "
           "thread each; mean ± standard deviation over seeds, accuracies in %.")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .attacks import PLAIN_TRAINING_ONLY_ATTACKS
+from .protocol import LEARNING
 
 __all__ = [
     "FIGURE_CAPTIONS",
@@ -247,7 +248,8 @@ def _stream_part(record):
 def _plotted_attacks(records, benchmark):
     """The attacks of ``benchmark``'s runs, but the ST-only baselines, in order."""
     return [a for a in dict.fromkeys(r["attack"] for r in records if r["benchmark"] == benchmark)
-            if not a.startswith("drift-") and a not in PLAIN_TRAINING_ONLY_ATTACKS]
+            if not a.startswith("drift-") and a != LEARNING
+            and a not in PLAIN_TRAINING_ONLY_ATTACKS]
 
 
 def plot_attack_curves(records, benchmark, attacks=None):

@@ -22,6 +22,10 @@ One run of :func:`run_stream_protocol`:
 The attacker is white-box on the estimator's public fitted state and feeds
 the victim only through ``partial_fit``.
 
+:func:`run_learning_protocol` trains from scratch with the defence on from
+the first call, against the same model with every defence off: what the
+defence costs while a model still learns.
+
 :func:`run_drift_protocol` feeds clean batches whose inputs drift (noise,
 brightness, translation); :func:`run_concept_drift_protocol` feeds, in
 order, a stream whose concept really drifts (river's generators, from
@@ -43,12 +47,19 @@ __all__ = [
     "ADAPTIVE_ATTACKS",
     "ATTACKS",
     "DRIFTS",
+    "LEARNING",
     "apply_drift",
     "detection_report",
     "run_concept_drift_protocol",
     "run_drift_protocol",
+    "run_learning_protocol",
     "run_stream_protocol",
 ]
+
+#: The ``attack`` of the benchmark's record of a learning-from-scratch run
+#: (:func:`run_learning_protocol`).
+LEARNING = "learning"
+
 
 def detection_report(is_poison, flagged):
     """Confusion counts and rates of a poison detector, ART-style.
@@ -571,6 +582,81 @@ def _summarise(log, result):
     result.accuracy_curve = np.asarray(log.curve)
     result.wall_time = time.perf_counter() - result.pop("started")
     return result
+
+
+def run_learning_protocol(estimator, data, *, n_passes=5, batch_size=100, random_state=None):
+    """Train from scratch with the defence on from the first call, as a user does.
+
+    A copy of ``estimator`` (the defence as configured) and a copy with
+    every defence off (``correction="none"``, no gradient clipping, no step
+    guard) learn the same training split from scratch: ``n_passes``
+    passes of ``partial_fit`` in batches of ``batch_size``, each pass in a
+    new random order, the same for both. Nothing is poisoned and nothing
+    drifts: what the defended model ends below the undefended one is what
+    the defence costs while a model is still learning (the benchmark's
+    burn-in runs with every defence off and never shows it).
+
+    Parameters
+    ----------
+    estimator : DiscrepancyAwareOnlineClassifier
+        The defence, unfitted; it is not changed.
+    data : Bunch
+        From :func:`~dsc_sklearn.evaluation.datasets.load_stream_dataset`.
+    n_passes : int, default=5
+        Passes over the training split.
+    batch_size : int, default=100
+        Rows per ``partial_fit`` call.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the order of the rows and both models' weights (the same).
+
+    Returns
+    -------
+    result : Bunch
+        ``accuracy_learned`` and ``accuracy_plain`` (test accuracy of the
+        defended and the undefended model after the last pass),
+        ``learning_cost`` (the second minus the first, as a fraction),
+        ``curve_learned`` and ``curve_plain`` (test accuracy after each
+        pass), ``scaled_fraction_learning`` (the share of the defended
+        model's steps the step guard pulled back, NaN without a guard),
+        ``n_steps`` and ``wall_time``.
+
+    Examples
+    --------
+    >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+    >>> from dsc_sklearn.evaluation.datasets import load_stream_dataset
+    >>> from dsc_sklearn.evaluation.protocol import run_learning_protocol
+    >>> data = load_stream_dataset("digits", random_state=0)
+    >>> result = run_learning_protocol(DiscrepancyAwareOnlineClassifier(), data,
+    ...                                n_passes=1, random_state=0)
+    >>> len(result.curve_learned), bool(result.accuracy_plain > 0.5)
+    (1, True)
+    """
+    started = time.perf_counter()
+    rng = check_random_state(random_state)
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    defended = copy.deepcopy(estimator).set_params(random_state=seed)
+    plain = copy.deepcopy(estimator).set_params(random_state=seed, **_BURN_IN_OFF)
+    models, curves = (defended, plain), ([], [])
+    classes = np.arange(data.n_classes)
+    for _ in range(n_passes):
+        order = rng.permutation(len(data.X_train))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            for model in models:
+                model.partial_fit(data.X_train[rows], data.y_train[rows], classes=classes)
+        for curve, model in zip(curves, models):
+            curve.append(model.score(data.X_test, data.y_test))
+    return Bunch(
+        accuracy_learned=curves[0][-1],
+        accuracy_plain=curves[1][-1],
+        learning_cost=curves[1][-1] - curves[0][-1],
+        curve_learned=np.asarray(curves[0]),
+        curve_plain=np.asarray(curves[1]),
+        scaled_fraction_learning=_guarded_ratio(defended.n_steps_scaled_,
+                                                defended.n_batches_seen_, defended),
+        n_steps=defended.n_batches_seen_,
+        wall_time=time.perf_counter() - started,
+    )
 
 
 def run_drift_protocol(

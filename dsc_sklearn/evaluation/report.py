@@ -7,9 +7,10 @@ column's header (with its unit) and its legend. :func:`write_report` writes
 no network access needed to read it), each with the command line, the
 versions, the date and the machine.
 
-Besides the standard library and numpy, only the attack registry is
-imported here (:data:`~dsc_sklearn.evaluation.attacks.ATTACK_LEGENDS` and
-the plain-training baselines, which the legends and tables name).
+Besides the standard library and numpy, only the registries are imported
+here (the attacks', data sets' and drifts' legends, the plain-training
+baselines and the name of a learning run, which the legends and tables
+name).
 
 Examples
 --------
@@ -39,13 +40,15 @@ import numpy as np
 from sklearn.utils import deprecated
 
 from .attacks import ATTACK_LEGENDS
+from .attacks import PLAIN_TRAINING_ONLY_ATTACKS as ST_BASELINE_ATTACKS
 from .datasets import DATASETS, description, image_shape
 from .drifts import DRIFT_REGISTRY
-from .attacks import PLAIN_TRAINING_ONLY_ATTACKS as ST_BASELINE_ATTACKS
+from .protocol import LEARNING
 
 __all__ = [
     "ADAPTIVE_COLUMNS",
     "ATTACK_COLUMNS",
+    "LEARNING_COLUMNS",
     "ATTACK_LEGENDS",
     "DRIFT_COLUMNS",
     "Column",
@@ -58,6 +61,7 @@ __all__ = [
     "attack_results",
     "drift_results",
     "environment",
+    "learning_results",
     "stream_results",
     "usable_cores",
     "verdicts",
@@ -259,6 +263,34 @@ DRIFT_COLUMNS = (
 )
 
 
+def _largest(key, scale=100.0):
+    def cell(runs):
+        values = [r.get(key) for r in runs if r.get(key) is not None]
+        return f"{scale * max(values) + 0.0:.1f}" if values else "n/a"
+    return cell
+
+
+#: The columns of the learning-from-scratch table, in order.
+LEARNING_COLUMNS = (
+    _BENCHMARK,
+    _DEFENCE,
+    _SEEDS,
+    _stat("learned (%)", "Test accuracy after 5 passes of `partial_fit` over the training "
+          "split from scratch, with the defence on from the first call, as a user runs "
+          "it.", "accuracy_learned"),
+    _stat("every defence off (%)", "The same model, weights and batches with every "
+          "defence off (no correction, no clipping, no guard).", "accuracy_plain"),
+    _stat("learning cost (pt)", "The second minus the first, in percentage points: what "
+          "the defence costs while a model still learns. Positive: it slows learning.",
+          "learning_cost", bold=True),
+    Column("worst seed (pt)", "The largest learning cost over the seeds.",
+           _largest("learning_cost")),
+    _stat("steps scaled (%)", "Share of the defended model's steps the step guard pulled "
+          "back while it learned; n/a without a guard.", "scaled_fraction_learning"),
+    _TIME,
+)
+
+
 #: The two tables the report shows the accumulative-poisoning columns in, so
 #: that each fits a 1280-pixel screen: ``(title, headers)``; both start with
 #: the benchmark, defence, attack and seeds.
@@ -394,6 +426,12 @@ def _with_entries(column, cells):
     return Column(column.header, legend, column.cell, column.bold, column.entries)
 
 
+def _attack_runs(records):
+    """The records of attack runs: neither benign drifts nor learning from scratch."""
+    return [r for r in records
+            if not r["attack"].startswith("drift-") and r["attack"] != LEARNING]
+
+
 def _groups(records):
     groups = {}
     for record in records:
@@ -408,7 +446,7 @@ def _with_clean_cost(records):
     ST's runs of the same benchmark and attack (the same horizon) are the
     reference, else its accumulative runs; ``None`` without either.
     """
-    runs = [r for r in records if not r["attack"].startswith("drift-")]
+    runs = _attack_runs(records)
     baselines = {}
     for (benchmark, defence, attack), group in _groups(runs).items():
         if defence == "ST":
@@ -517,9 +555,9 @@ def stream_results(records, benchmarks=None):
     (['60.0 ± 0.0', '0.0 ± 0.0'], '**0.0 ± 0.0**')
     """
     runs = [r for r in records if benchmarks is None or r["benchmark"] in benchmarks]
-    attacks = [a for a in dict.fromkeys(r["attack"] for r in runs)
-               if not a.startswith("drift-") and a not in ST_BASELINE_ATTACKS]
-    attacked = [r for r in runs if not r["attack"].startswith("drift-")]
+    attacked = _attack_runs(runs)
+    attacks = [a for a in dict.fromkeys(r["attack"] for r in attacked)
+               if a not in ST_BASELINE_ATTACKS]
     costs = {id(r): costed for r, costed in zip(attacked, _with_clean_cost(attacked))}
     first = attacks[0] if attacks else None
 
@@ -686,6 +724,36 @@ def drift_results(records):
     """
     runs = [r for r in records if r["attack"].startswith("drift-")]
     return _table("Benign drift (clean streams)", DRIFT_COLUMNS, _groups(runs))
+
+
+def learning_results(records):
+    """The learning-from-scratch runs aggregated over seeds.
+
+    Parameters
+    ----------
+    records : list of dict
+        As returned by :func:`~dsc_sklearn.evaluation.benchmark.run_benchmark`;
+        only the records of learning runs
+        (``attack=``:data:`~dsc_sklearn.evaluation.protocol.LEARNING`) are used.
+
+    Returns
+    -------
+    table : Table
+        One row per benchmark and defence; :data:`LEARNING_COLUMNS`.
+
+    Examples
+    --------
+    >>> from dsc_sklearn.evaluation.report import learning_results
+    >>> records = [{"benchmark": "digits-cnn", "defence": "DSC-default", "seed": seed,
+    ...             "attack": "learning", "accuracy_learned": learned,
+    ...             "accuracy_plain": 0.88, "learning_cost": 0.88 - learned}
+    ...            for seed, learned in ((0, 0.75), (1, 0.80))]
+    >>> table = learning_results(records)
+    >>> table.rows[0][5:7]
+    ['**10.5 ± 2.5**', '13.0']
+    """
+    runs = [r for r in records if r["attack"] == LEARNING]
+    return _table("Learning from scratch", LEARNING_COLUMNS, _groups(runs))
 
 
 def _version(distribution):
@@ -869,11 +937,13 @@ def write_report(records, output_dir, *, command, settings=None, figures=(), wal
     tables = [attacks.select(title, headers) for title, headers in ATTACK_TABLES]
     if any(r["attack"].startswith("drift-") for r in records):
         tables.append(drift_results(records))
-    attacks = {r["attack"] for r in records if not r["attack"].startswith("drift-")}
+    attacks = {r["attack"] for r in _attack_runs(records)}
     if len(attacks - set(ST_BASELINE_ATTACKS)) > 1:
         tables.append(adaptive_results(records))
     if any(r["benchmark"] in stream_benchmarks for r in records):
         tables.append(stream_results(records, stream_benchmarks))
+    if any(r["attack"] == LEARNING for r in records):
+        tables.append(learning_results(records))
     markdown, page = output_dir / "results.md", output_dir / "report.html"
     conclusions = verdicts(records)
     markdown.write_text(_markdown(facts, tables, figures, conclusions), encoding="utf-8")

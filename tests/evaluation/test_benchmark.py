@@ -20,7 +20,7 @@ from dsc_sklearn.evaluation.benchmark import (
     run_benchmark,
 )
 from dsc_sklearn.evaluation.protocol import DRIFTS
-from dsc_sklearn.evaluation.report import attack_results, drift_results
+from dsc_sklearn.evaluation.report import attack_results, drift_results, learning_results
 
 FAST = dict(max_steps=2, burn_in_epochs=1, defence_warmup=1)
 
@@ -44,14 +44,21 @@ def test_unknown_names_are_refused():
 def test_run_benchmark_records_and_table():
     records = run_benchmark(["digits-cnn"], ["ST", "DSC-default"], [0], progress=False,
                             n_jobs=2, drifts=(), **FAST)
-    # ST also runs the noise and trigger-only baselines of the attack.
+    # ST also runs the noise and trigger-only baselines of the attack; every
+    # defence also learns from scratch.
     assert sorted((r["defence"], r["attack"]) for r in records) == [
-        ("DSC-default", "accumulative"), ("ST", "accumulative"), ("ST", "noise"),
-        ("ST", "trigger_only")]
+        ("DSC-default", "accumulative"), ("DSC-default", "learning"), ("ST", "accumulative"),
+        ("ST", "learning"), ("ST", "noise"), ("ST", "trigger_only")]
     json.dumps(records)  # JSON-serialisable
     table = attack_results(records).markdown()
     assert table.count("\n| digits-cnn |") == 4
     assert "after trigger" in table
+    learning = learning_results(records)
+    assert [row[:2] for row in learning.rows] == [["digits-cnn", "ST"],
+                                                   ["digits-cnn", "DSC-default"]]
+    st = next(r for r in records if r["defence"] == "ST" and r["attack"] == "learning")
+    assert st["learning_cost"] == 0.0 and len(st["curve_learned"]) == 5
+    assert st["scaled_fraction_learning"] is None  # no guard
 
 
 def test_drift_runs_and_table():

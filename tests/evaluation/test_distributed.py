@@ -65,7 +65,8 @@ def _check_grid_search(client):
 
 def _check_benchmark(client):
     """run_benchmark's runs go to the workers and give the sequential records."""
-    params = dict(defences=("GC", "DSC-default"), seeds=(0, 1), drifts=(), max_steps=2,
+    params = dict(defences=("GC", "DSC-default"), seeds=(0, 1), drifts=(), learning=False,
+                  max_steps=2,
                   burn_in_epochs=1, defence_warmup=1, progress=False)
     records = _run_on_cluster(client, lambda: run_benchmark(**params))
 

@@ -156,3 +156,22 @@ def test_drift_protocol_plain_training_has_no_gap(digits):
                                defence_warmup=1, random_state=0)
     assert gated.flagged_fraction_drift > 0
     assert gated.accuracy_plain == result.accuracy_plain  # same twin, same stream
+
+
+def test_learning_from_scratch_compares_with_the_same_model_undefended():
+    from dsc_sklearn.defence.guards import StepGuard
+    from dsc_sklearn.evaluation.protocol import run_learning_protocol
+
+    data = load_stream_dataset("digits", random_state=0)
+    plain = run_learning_protocol(DiscrepancyAwareOnlineClassifier(step_guard=None), data,
+                                  n_passes=2, random_state=0)
+    assert plain.learning_cost == 0.0  # the same weights, batches and order
+    assert np.isnan(plain.scaled_fraction_learning)
+    throttled = run_learning_protocol(
+        DiscrepancyAwareOnlineClassifier(step_guard=StepGuard(margin=1e-6, warmup=1,
+                                                              rule="bound")),
+        data, n_passes=2, random_state=0)
+    assert throttled.accuracy_plain == plain.accuracy_plain
+    assert throttled.scaled_fraction_learning > 0.5
+    assert throttled.learning_cost > 0.05
+    assert throttled.n_steps == 2 * -(-len(data.X_train) // 100)

@@ -23,7 +23,7 @@ from dsc_sklearn.evaluation.datasets import (  # noqa: E402
 from dsc_sklearn.evaluation.protocol import run_concept_drift_protocol  # noqa: E402
 from dsc_sklearn.evaluation.report import adaptive_results, stream_results  # noqa: E402
 
-TINY = dict(max_steps=1, burn_in_epochs=1, defence_warmup=1)
+TINY = dict(learning=False, max_steps=1, burn_in_epochs=1, defence_warmup=1)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_adaptive_and_stream_tables_from_one_run():
 @pytest.mark.slow
 def test_cli_runs_every_attack_and_a_real_drift(tmp_path, capsys):
     status = main(["benchmark", "--benchmarks", "phishing-mlp", "sea-mlp", "--defences",
-                   "DSC-default", "--attacks", "adaptive", "--slow-horizon", "1",
+                   "DSC-default", "--attacks", "adaptive", "--slow-horizon", "1", "--no-learning",
                    "--seeds", "1", "--max-steps", "1", "--burn-in-epochs", "1",
                    "--n-jobs", "1", "--output", str(tmp_path)])
     assert status == 0
