@@ -12,6 +12,7 @@ from skorch import NeuralNet, NeuralNetClassifier
 from skorch.utils import TeeGenerator
 from torch import nn
 
+from .._labels import encode_labels
 from .._torch import call_with_state, cast_floating, constant, eval_mode, set_mode, to_device
 from ._params import DEFENCE_PARAMETERS
 from .correction import CorrectionContext, _NetCorrection
@@ -310,7 +311,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
                             device=torch.device(self.device), generator=self.generator_,
                             forward=self._eval_logits, encode_labels=self.encode_labels)
 
-    def encode_labels(self, y):
+    def encode_labels(self, y, name="y"):
         """Encode labels as the training step sees them (``0 .. n_classes - 1``).
 
         ``labels_``, set by the estimator, lists the labels in encoded
@@ -322,16 +323,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             When a label is unknown.
         """
         labels = getattr(self, "labels_", None)
-        y = np.asarray(y)
         if labels is None:
-            return y.astype(np.int64)
-        encoded = np.searchsorted(labels, y).clip(0, len(labels) - 1)
-        if not np.array_equal(labels[encoded], y):
-            raise ValueError(
-                f"Labels {sorted(set(y.tolist()) - set(labels.tolist()))} are not among "
-                f"the classes {labels.tolist()}."
-            )
-        return encoded.astype(np.int64)
+            return np.asarray(y).astype(np.int64)
+        return encode_labels(labels, y, name=name)
 
     def _register_device_state(self):
         """Pickle the defence state the way skorch pickles the module.

@@ -204,9 +204,10 @@ class GuardContext:
         ``forward(X)``: the current module's eval-mode logits of the tensor
         ``X``, without gradients.
     encode_labels : callable
-        ``encode_labels(y)``: labels as passed to ``partial_fit``, as the
-        training step's integer codes ``0 .. n_classes - 1`` (a trusted
-        probe's labels need it); raises ``ValueError`` on an unknown label.
+        ``encode_labels(y, name="y")``: labels as passed to ``partial_fit``,
+        as the training step's integer codes ``0 .. n_classes - 1`` (a
+        trusted probe's labels need it); raises ``ValueError`` naming an
+        unknown label and ``name``.
 
     Examples
     --------
@@ -596,7 +597,8 @@ class StepGuard(BaseGuard):
                     f"rows; got {len(X)} rows and {len(y)} labels."
                 )
             self.probe_ = _Probe(torch.as_tensor(X, device=device),
-                                 torch.as_tensor(context.encode_labels(y), device=device))
+                                 torch.as_tensor(context.encode_labels(y, name="the step guard's probe y"),
+                                                 device=device))
         return self
 
     # ------------------------------------------------------- during a step

@@ -40,6 +40,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import Bunch, check_random_state
 
+from .._labels import encode_labels
 from .attacks import ADAPTIVE_ATTACKS, ATTACK_REGISTRY, ATTACKS
 from .drifts import DRIFTS, apply_drift
 
@@ -256,7 +257,7 @@ def _stream_batches(X, y, batch_size, n_batches, rng):
 
 def _per_sample_loss(estimator, X, y):
     proba = estimator.predict_proba(X)
-    rows = np.searchsorted(estimator.classes_, y)
+    rows = encode_labels(estimator.classes_, y)
     return -np.log(np.clip(proba[np.arange(len(y)), rows], 1e-12, None))
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_array, check_consistent_length, column_or_1d
 
+from ..._labels import encode_labels
 from ..._torch import eval_mode
 
 
@@ -64,14 +65,7 @@ class _Victim:
                 f"{name} has {X.shape[1]} features, but the attacked estimator expects "
                 f"{self.n_features}."
             )
-        codes = np.searchsorted(self.classes, y)
-        known = codes < len(self.classes)
-        known[known] = self.classes[codes[known]] == y[known]
-        if not known.all():
-            raise ValueError(
-                f"Labels {np.unique(y[~known]).tolist()} of {name} are not in the attacked "
-                f"estimator's classes_ {self.classes.tolist()}."
-            )
+        codes = encode_labels(self.classes, y, name=name)
         return (
             torch.as_tensor(X, dtype=self.dtype, device=self.device),
             torch.as_tensor(codes, dtype=torch.long, device=self.device),

@@ -1,0 +1,53 @@
+"""Labels as the training step sees them: the one encoding of the library."""
+
+import numpy as np
+
+__all__ = ["encode_labels"]
+
+
+def encode_labels(classes, y, *, name="y", hint=""):
+    """``y`` as the positions of its labels in the sorted ``classes``.
+
+    Parameters
+    ----------
+    classes : array-like of shape (n_classes,)
+        The known labels, sorted (an estimator's ``classes_``).
+    y : array-like of shape (n_samples,)
+        Labels to encode.
+    name : str, default="y"
+        What ``y`` is called in the error message.
+    hint : str, default=""
+        How to fix an unknown label, appended to the error message.
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n_samples,)
+
+    Raises
+    ------
+    ValueError
+        When a label of ``y`` is not in ``classes``; the message names it.
+
+    Examples
+    --------
+    >>> from dsc_sklearn._labels import encode_labels
+    >>> encode_labels(["ant", "bee", "cat"], ["cat", "ant"]).tolist()
+    [2, 0]
+    >>> encode_labels([0, 1], [1, 2])
+    Traceback (most recent call last):
+        ...
+    ValueError: Labels [2] of y are not among the classes [0, 1].
+    """
+    classes, y = np.asarray(classes), np.asarray(y)
+    try:
+        codes = np.searchsorted(classes, y).clip(0, max(len(classes) - 1, 0))
+        known = np.asarray(classes.take(codes, mode="clip") == y, dtype=bool)
+    except TypeError:  # labels of a type the classes do not compare with
+        codes, known = np.zeros(len(y), np.int64), np.zeros(len(y), bool)
+    if not len(classes):
+        known = np.zeros(len(y), bool)
+    if not known.all():
+        unknown = sorted(set(y[~known].tolist()), key=str)
+        raise ValueError(f"Labels {unknown} of {name} are not among the classes "
+                         f"{classes.tolist()}.{' ' + hint if hint else ''}")
+    return codes.astype(np.int64)
