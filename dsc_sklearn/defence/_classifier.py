@@ -586,7 +586,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         if first_call:
             self._initialize(X)
         else:
-            self.net_.configure(**self._live_params())
+            self.net_.configure(batch_size=self.batch_size, **self._live_params())
         # Without waiting for the device (CUDA): the call's one wait is the log's copy back.
         Xt, yt = to_device(X, self.device_), to_device(y_encoded, self.device_)
         weights = None
@@ -611,8 +611,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         error that names it.
         """
         try:
-            values, last_flagged = self.net_.stream_epoch(
-                Xt, yt, self.batch_size, weights, X_raw=X, y_raw=y)
+            values, last_flagged = self.net_.stream_epoch(Xt, yt, weights, X_raw=X, y_raw=y)
         except NonFiniteError as exc:
             index = getattr(exc, "batch_index", None)
             if index is None:
@@ -674,12 +673,10 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 callbacks=self.callbacks or "disable",
                 verbose=self.verbose,
                 device=self.device_,
-                classes=list(range(len(self.classes_))),
+                classes=self.classes_,
                 lr=self.lr,
                 **{param.name: getattr(self, param.name) for param in DEFENCE_PARAMETERS},
             )
-            # The labels in encoded order, for a step guard's trusted probe.
-            net.labels_ = self.classes_
             self.net_ = net.initialize()
         self._check_output_width(X)
         self.n_batches_seen_ = 0

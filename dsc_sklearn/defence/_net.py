@@ -314,18 +314,18 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
     def encode_labels(self, y, name="y"):
         """Encode labels as the training step sees them (``0 .. n_classes - 1``).
 
-        ``labels_``, set by the estimator, lists the labels in encoded
-        order; without it the labels are taken as encoded already.
+        skorch's ``classes`` (the estimator passes its ``classes_``) lists
+        the labels in encoded order; without it the labels are taken as
+        encoded already.
 
         Raises
         ------
         ValueError
             When a label is unknown.
         """
-        labels = getattr(self, "labels_", None)
-        if labels is None:
+        if self.classes is None:
             return np.asarray(y).astype(np.int64)
-        return encode_labels(labels, y, name=name)
+        return encode_labels(self.classes, y, name=name)
 
     def _register_device_state(self):
         """Pickle the defence state the way skorch pickles the module.
@@ -360,10 +360,14 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         ``threshold`` starts a fresh policy, ``correction`` a new strategy)
         builds it anew; ``history_size`` and ``snapshot_every`` adjust the
         buffer and keep its snapshots; ``lr`` and ``momentum`` update the
-        optimizer.
+        optimizer; ``batch_size`` sets the rows of each step of
+        :meth:`stream_epoch`.
         """
         by_name = {param.name: param for param in DEFENCE_PARAMETERS}
         self._configure_optimizer(params.pop("lr", None), params.pop("momentum", None))
+        batch_size = params.pop("batch_size", self.batch_size)
+        if batch_size != self.batch_size:
+            self.set_params(batch_size=batch_size)
         for name, value in params.items():
             param = by_name[name]
             if (_same_value(getattr(self, name), value) and (
@@ -509,7 +513,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         """The defence and optimizer parameters, the components built from them, the state attributes."""
         names = type(self).__dict__.get("_configured_names")
         if names is None:
-            names = [param.name for param in DEFENCE_PARAMETERS] + ["lr", "optimizer__momentum"]
+            names = [param.name for param in DEFENCE_PARAMETERS]
+            names += ["lr", "optimizer__momentum", "batch_size"]
             names += [param.component for param in DEFENCE_PARAMETERS if param.component]
             names = tuple(names + [name for name in self.state_attributes
                                    if name not in names])
@@ -518,7 +523,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
 
     # ----------------------------------------------------------- the pass
 
-    def stream_epoch(self, X, y, batch_size, sample_weight=None, *, X_raw=None, y_raw=None):
+    def stream_epoch(self, X, y, sample_weight=None, *, X_raw=None, y_raw=None):
         """One skorch epoch over ``X`` in batches of ``batch_size``: one ``partial_fit`` call.
 
         It runs :meth:`train_step` on each batch and notifies skorch's
@@ -538,8 +543,6 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             The call's inputs, on the net's device.
         y : torch.Tensor of shape (n_samples,)
             Their encoded labels, on the device.
-        batch_size : int
-            Rows per training step.
         sample_weight : tuple of (torch.Tensor, list of float), default=None
             The rows' weights on the device and each batch's total on the
             host; ``None`` weighs the rows alike.
@@ -560,7 +563,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             When a step produced NaN or an infinity; its ``batch_index`` is
             the batch's index in the call.
         """
-        notify = bool(self.callbacks_)
+        notify, batch_size = bool(self.callbacks_), self.batch_size
         self.notify("on_train_begin", X=X_raw, y=y_raw)
         self.notify("on_epoch_begin", dataset_train=None, dataset_valid=None)
         records, flags, non_finite = [], [], []

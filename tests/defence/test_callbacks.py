@@ -93,3 +93,17 @@ def test_a_failed_call_puts_the_optimizer_s_lr_back(digits):
         clf.partial_fit(bad, y[100:200])
     clf.partial_fit(X[100:200], y[100:200])
     assert clf.net_.optimizer_.param_groups[0]["lr"] == 0.05
+
+
+def test_the_net_steps_in_the_estimator_s_batch_size_and_labels(digits):
+    X, y = digits
+    labels = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                       "nine"])[y]
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=100, random_state=0)
+    clf.partial_fit(X[:300], labels[:300], classes=np.unique(labels))
+    clf.set_params(batch_size=50)
+    clf.partial_fit(X[300:600], labels[300:600])
+    assert len(clf.stream_log_) == 3 + 6 and clf.net_.batch_size == 50
+    assert list(clf.net_.classes) == list(clf.classes_)
+    assert clf.net_.encode_labels(["two", "eight"]).tolist() == [
+        list(clf.classes_).index("two"), list(clf.classes_).index("eight")]
