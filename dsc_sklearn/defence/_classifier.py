@@ -1,17 +1,20 @@
 """DiscrepancyAwareOnlineClassifier: the scikit-learn shell around the net."""
 
 import copy
+import functools
 import inspect
 import itertools
 import math
 import numbers
 import os
+import threading
 from collections import deque
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
@@ -20,10 +23,11 @@ from sklearn.utils.multiclass import (
 )
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .._torch import eval_mode, to_device
+from .._torch import call_with_state, eval_mode, to_device
 from ._net import LOG_FIELDS, DiscrepancyAwareNet
 from ._params import DEFENCE_PARAMETERS, PARAMETERS, estimator_init
 from ._persistence import estimator_state, load_estimator_state, read_checkpoint
+from ._serving import private_module
 from .discrepancy import REFERENCES, NonFiniteError
 from .modules import MLP
 
@@ -40,6 +44,17 @@ _COUNTERS = ("n_batches_seen_", "n_samples_seen_", "n_flagged_", "n_steps_scaled
 _FITTED_ATTRIBUTES = ("classes_", "net_", "device_", *_COUNTERS, "stream_log_",
                       "last_flagged_", "n_features_in_", "feature_names_in_",
                       "_validated_live_params")
+# What the threads contract keeps per object; never pickled, cloned or copied.
+_THREAD_ATTRIBUTES = ("_lock", "_writers", "_generation", "_pre_call")
+
+
+def _serialised(method):
+    """Run ``method`` holding the estimator's lock: one writing call at a time."""
+    @functools.wraps(method)
+    def serialised(self, *args, **kwargs):
+        with self._write_lock():
+            return method(self, *args, **kwargs)
+    return serialised
 
 
 def _checked_sample_weight(sample_weight, X):
@@ -337,6 +352,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
+    @_serialised
     def fit(self, X, y, sample_weight=None):
         """Reset, then make ``max_epochs`` ordered passes over ``(X, y)``.
 
@@ -376,8 +392,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 if not kept.all():
                     X, y, sample_weight = X[kept], y[kept], sample_weight[kept]
             classes = unique_labels(y)
-            for _ in range(self.max_epochs):
-                self._partial_fit(X, y, classes, sample_weight)
+            with self._writing():
+                for _ in range(self.max_epochs):
+                    self._partial_fit(X, y, classes, sample_weight)
         except BaseException:
             # KeyboardInterrupt included: the previous model, not a half-trained one.
             self._reset()
@@ -385,6 +402,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             raise
         return self
 
+    @_serialised
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train on one pass over ``(X, y)`` in chunks of ``batch_size``.
 
@@ -461,7 +479,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 sample_weight = _checked_sample_weight(sample_weight, X)
             if not first_call:
                 saved = self._begin_call()
-            self._partial_fit(X, y, classes, sample_weight, saved)
+            with self._writing(saved):
+                self._partial_fit(X, y, classes, sample_weight, saved)
         except BaseException:
             # KeyboardInterrupt included: the call never happened.
             if first_call:
@@ -510,13 +529,63 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         About two copies of the weights: the net's :meth:`capture_state`,
         the counters and the references of ``last_flagged_``; ``stream_log_``
         is appended to at the very end of the call, and that append is
-        recorded here (``"log"``) so it can be taken back.
+        recorded here (``"log"``) so it can be taken back. ``"model"`` is
+        what read-only calls use while the call runs (see :meth:`_read`):
+        the net, its weights as they are now (the copies of the capture)
+        and its snapshots.
         """
+        net = self.net_
+        captured = net.capture_state()
+        module = net.module_
+        weights = module.state_dict(keep_vars=True)
+        names = {}
+        for name, parameter in module.named_parameters(remove_duplicate=False):
+            names.setdefault(id(parameter), []).append(name)
+        for parameter, saved in zip(net._parameters(), captured["parameters"]):
+            for name in names.get(id(parameter), ()):
+                weights[name] = saved
+        weights.update(captured["buffers"])
         return {
-            "net": self.net_.capture_state(),
+            "net": captured,
             "counters": {name: vars(self)[name] for name in _COUNTERS},
             "last_flagged": vars(self).get("last_flagged_"),
+            "model": (net, weights, tuple(net.snapshots_.snapshots)),
         }
+
+    def _write_lock(self):
+        """The estimator's lock, made at its first use; never pickled or cloned.
+
+        A :class:`threading.RLock`, so that a callback may call back into
+        the estimator from the thread that holds it.
+        """
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            # dict.setdefault is atomic: two threads get the same lock.
+            lock = self.__dict__.setdefault("_lock", threading.RLock())
+        return lock
+
+    @contextmanager
+    def _writing(self, saved=None):
+        """Mark the model as being changed for the block; the caller holds the lock.
+
+        A read-only call reads ``_generation`` before and after its forward
+        pass: an odd value, or a change, means a writing call ran meanwhile,
+        and the read is made again from ``saved["model"]`` (the weights as
+        the call found them), or, without it (``fit``, ``load_params``, a
+        first call), under the lock. Nested blocks count once.
+        """
+        depth = self.__dict__.get("_writers", 0)
+        if not depth:
+            self._pre_call = None if saved is None else saved["model"]
+            self._generation = self.__dict__.get("_generation", 0) + 1
+        self._writers = depth + 1
+        try:
+            yield
+        finally:
+            self._writers = depth
+            if not depth:
+                self._generation += 1
+                self._pre_call = None
 
     def _undo_call(self, saved):
         """Restore the state :meth:`_begin_call` captured: the call never happened."""
@@ -782,6 +851,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 f"loss={values[-1, 0]:.4f}"
             )
 
+    @_serialised
     def take_snapshot(self):
         """Store the current weights in the snapshot buffer now.
 
@@ -854,6 +924,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         torch.save(estimator_state(self), f)
 
+    @_serialised
     def load_params(self, f):
         """Restore the state saved by :meth:`save_params`; the stream continues.
 
@@ -914,9 +985,18 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         source = (f"The file {os.fspath(f)!r}" if isinstance(f, (str, os.PathLike))
                   else "The checkpoint")
         payload = read_checkpoint(f, map_location=device, source=source)
-        return load_estimator_state(self, payload, source)
+        with self._writing():
+            return load_estimator_state(self, payload, source)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for name in _THREAD_ATTRIBUTES:
+            state.pop(name, None)
+        return state
 
     def __setstate__(self, state):
+        state = {name: value for name, value in state.items()
+                 if name not in _THREAD_ATTRIBUTES}
         super().__setstate__(state)
         net = self.__dict__.get("net_")
         if net is not None and "device_" in self.__dict__:
@@ -944,12 +1024,69 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         return float(self.net_.threshold_policy_.current())
 
     def _forward(self, X):
-        """Eval-mode logits for a float32 array, in chunks of ``batch_size``."""
+        """Eval-mode logits for a float32 array, in chunks; for writing calls only."""
         module = self.net_.module_
         with torch.no_grad(), eval_mode(module):
             Xt = torch.as_tensor(X, device=self.device_)
             chunks = [module(chunk) for chunk in Xt.split(max(self.batch_size, 1024))]
         return torch.cat(chunks)
+
+    def _read(self, compute):
+        """``compute(net, weights, snapshots)`` on one consistent state of the model.
+
+        The read-only calls go through here; they never write to the module
+        or the net, so they may run in any number of threads while one
+        thread trains (the threads contract, docs/reliability.md). The
+        model is read as it is (``weights`` and ``snapshots`` ``None``:
+        the live ones) when no writing call runs, which ``_generation``
+        tells before and after; otherwise the result is computed again on
+        the weights and snapshots the running :meth:`partial_fit` call
+        started from, or, while ``fit`` or ``load_params`` builds a new
+        model, once that call has finished (under the lock).
+
+        Returns
+        -------
+        (result, classes) : what ``compute`` returned, and the ``classes_``
+            of the model it read.
+        """
+        attributes = vars(self)
+        for attempt in range(2):
+            generation = attributes.get("_generation", 0)
+            net, classes = attributes.get("net_"), attributes.get("classes_")
+            if net is None or classes is None:
+                break
+            weights = snapshots = None
+            if attempt or generation % 2:
+                model = attributes.get("_pre_call")
+                if model is None or model[0] is not net:
+                    break
+                _, weights, snapshots = model
+                snapshots = net.snapshots_.frozen(snapshots)
+            result = compute(net, weights, snapshots)
+            if weights is not None or attributes.get("_generation", 0) == generation:
+                return result, classes
+        with self._write_lock():
+            check_is_fitted(self)
+            return compute(self.net_, None, None), self.classes_
+
+    def _logits(self, X):
+        """Eval-mode logits of a checked float32 array, by :meth:`_read`, in chunks."""
+        def compute(net, weights, snapshots):
+            module = net.module_
+            if weights is None and getattr(net, "mode_invariant_", False):
+                forward = module  # the same function in train mode: read it as it is
+            else:
+                if weights is None:
+                    weights = module.state_dict(keep_vars=True)
+                private = private_module(module)
+
+                def forward(chunk):
+                    return call_with_state(private, dict(weights), chunk)
+            with torch.no_grad():
+                Xt = torch.as_tensor(X, device=torch.device(net.device))
+                return torch.cat([forward(chunk)
+                                  for chunk in Xt.split(max(self.batch_size, 1024))])
+        return self._read(compute)
 
     def _validated_input(self, X):
         check_is_fitted(self)
@@ -971,7 +1108,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Softmax of the logits, in float64.
         """
-        logits = self._forward(self._validated_input(X))
+        logits, _ = self._logits(self._validated_input(X))
         return torch.softmax(logits.double(), dim=1).cpu().numpy()
 
     def predict(self, X):
@@ -985,8 +1122,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        logits = self._forward(self._validated_input(X))
-        return self.classes_[logits.argmax(dim=1).cpu().numpy()]
+        logits, classes = self._logits(self._validated_input(X))
+        return classes[logits.argmax(dim=1).cpu().numpy()]
 
     def memorization_discrepancy(self, X, reference=None):
         """Per-sample discrepancy against the snapshots, without training.
@@ -1003,13 +1140,27 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             ``KL(p_snapshot || p_current)`` in float64; one column per
             snapshot (oldest first) with ``reference="all"``.
         """
-        X = self._validated_input(X)
+        return self._memorization_discrepancy(self._validated_input(X), reference)
+
+    def _memorization_discrepancy(self, X, reference=None):
+        """:meth:`memorization_discrepancy` of a checked float32 array."""
         reference = reference or self.reference
         if reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}.")
-        Xt = torch.as_tensor(X, device=self.device_)
-        chunks = [
-            self.net_.discrepancy(chunk, reference=reference, dtype=torch.float64)
-            for chunk in Xt.split(max(self.batch_size, 1024))
-        ]
-        return torch.cat(chunks).double().cpu().numpy()
+
+        def compute(net, weights, snapshots):
+            module = net.module_
+            if weights is None:
+                weights = module.state_dict(keep_vars=True)
+            if snapshots is None:
+                snapshots = net.snapshots_.frozen()
+            private = private_module(module)
+            Xt = torch.as_tensor(X, device=torch.device(net.device))
+            return torch.cat([
+                net.discrepancy(chunk, reference=reference, dtype=torch.float64,
+                                module=private, state=weights, snapshots=snapshots)
+                for chunk in Xt.split(max(self.batch_size, 1024))
+            ])
+
+        discrepancy, _ = self._read(compute)
+        return discrepancy.double().cpu().numpy()

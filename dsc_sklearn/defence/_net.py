@@ -660,7 +660,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         unit_flags = units > threshold
         return units, unit_flags, unit_flags.expand(statistic.shape[0])
 
-    def discrepancy(self, X, current_logits=None, reference=None, dtype=None):
+    def discrepancy(self, X, current_logits=None, reference=None, dtype=None, *,
+                    module=None, state=None, snapshots=None):
         """Memorization discrepancy of ``X`` against the snapshot buffer.
 
         Parameters
@@ -674,6 +675,14 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         dtype : torch.dtype, default=None
             Evaluate the models in this precision, e.g. ``torch.float64``
             for results that do not depend on the batch size.
+        module : torch.nn.Module, default=None
+            The module to evaluate the weights with, ``module_`` by default;
+            a read-only call passes its thread's private copy (see
+            :func:`~dsc_sklearn.defence._serving.private_module`).
+        state : dict of str to torch.Tensor, default=None
+            The current weights, ``module_``'s by default.
+        snapshots : SnapshotBuffer, default=None
+            The snapshots to compare with, ``snapshots_`` by default.
 
         Returns
         -------
@@ -681,15 +690,16 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
                 (n_samples, n_snapshots)
         """
         reference = reference or self.reference
+        module = self.module_ if module is None else module
+        buffer = self.snapshots_ if snapshots is None else snapshots
         if dtype is not None:
             X = X.to(dtype)
         if current_logits is None:
-            state = cast_floating(self.module_.state_dict(), dtype)
-            with torch.no_grad(), eval_mode(self.module_):
-                current_logits = call_with_state(self.module_, state, X)
-        reference_logits = self.snapshots_.reference_logits(
-            self.module_, X, reference, dtype=dtype
-        )
+            state = cast_floating(module.state_dict() if state is None else dict(state),
+                                  dtype)
+            with torch.no_grad(), eval_mode(module):
+                current_logits = call_with_state(module, state, X)
+        reference_logits = buffer.reference_logits(module, X, reference, dtype=dtype)
         return reduce_snapshots(memorization_discrepancy(reference_logits, current_logits),
                                 reference)
 

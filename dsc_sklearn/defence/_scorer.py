@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._classifier import DiscrepancyAwareOnlineClassifier
 from ._params import NumberInterval
@@ -283,6 +283,13 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
         # scikit-learn estimator does); the classifier then gets the checked
         # array, and its own warning about the missing names would repeat it.
         X = validate_data(self, X, reset=False)
+        if isinstance(self.estimator_, DiscrepancyAwareOnlineClassifier):
+            # Without catch_warnings, which is not thread-safe (it swaps the
+            # process's warning filters), so that transform may run in threads.
+            check_is_fitted(self.estimator_)
+            X = check_array(X, dtype=np.float32, force_writeable=True)
+            scores = self.estimator_._memorization_discrepancy(X, reference=self.reference)
+            return scores.reshape(len(X), -1)
         with warnings.catch_warnings():
             if getattr(self.estimator_, "feature_names_in_", None) is not None:
                 warnings.filterwarnings(
