@@ -167,10 +167,14 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
     The defence can be switched or retuned in the middle of a stream:
     ``set_params`` between two :meth:`partial_fit` calls changes the
-    learning rate, momentum, threshold (a new threshold starts a fresh
-    calibration), correction, reference, buffer size and the other
-    defence parameters from the next call on, keeping the weights, the
-    snapshots and the optimizer state. ``module``, ``hidden_layer_sizes``,
+    learning rate, momentum, threshold, step guard, correction, reference,
+    buffer size and the other defence parameters from the next call on,
+    keeping the weights, the snapshots and the optimizer state. A
+    threshold policy or step guard retuned (``step_guard__margin=3.0``) or
+    replaced by one of its kind keeps its calibration window, probe and
+    counters, cut to what the new configuration holds (a
+    :class:`UserWarning` says what was dropped); one of another kind
+    starts anew (with a warning). ``module``, ``hidden_layer_sizes``,
     ``device``, ``random_state`` and ``callbacks`` take effect at the next
     :meth:`fit`.
 
@@ -489,6 +493,38 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 self._undo_call(saved)
             raise
         return self
+
+    @_serialised
+    def set_params(self, **params):
+        """Set the parameters; between two writing calls when another thread trains.
+
+        As :meth:`sklearn.base.BaseEstimator.set_params`, holding the
+        estimator's lock, so that a running :meth:`partial_fit` call ends
+        with the parameters it started with. A nested parameter
+        (``step_guard__margin``) needs a configured object: with
+        ``step_guard="auto"`` pass ``step_guard=StepGuard(margin=...)``.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : DiscrepancyAwareOnlineClassifier
+        """
+        for key in params:
+            name, nested, sub = key.partition("__")
+            value = params.get(name, getattr(self, name, None))
+            if nested and name in self._parameter_constraints and not hasattr(
+                    value, "set_params"):
+                example = ("StepGuard" if name == "step_guard" else "a configured object")
+                raise ValueError(
+                    f"Invalid parameter {key!r}: {name}={value!r} has no parameters of "
+                    f"its own to set. Pass a configured object instead, e.g. "
+                    f"set_params({name}={example}({sub}=...))."
+                )
+        return super().set_params(**params)
 
     def _validate_params(self):
         super()._validate_params()

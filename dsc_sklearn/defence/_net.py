@@ -13,6 +13,7 @@ from torch import nn
 
 from .._torch import call_with_state, cast_floating, constant, eval_mode, set_mode, to_device
 from ._params import DEFENCE_PARAMETERS
+from ._retune import carry_state
 from .discrepancy import (
     STATISTICS,
     mark_non_finite,
@@ -243,11 +244,18 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         self._register_device_state()
         return self
 
-    def _build(self, param, value):
-        """Build the component of a defence parameter; start it if it starts."""
+    def _build(self, param, value, previous=None):
+        """Build the component of a defence parameter; start it if it starts.
+
+        ``previous``, the component it replaces mid-stream, hands over what
+        it learned where the new configuration can hold it
+        (:func:`~dsc_sklearn.defence._retune.carry_state`).
+        """
         component = param.build(value)
         if hasattr(component, "start"):
             component.start(self)
+        if param.stateful:
+            component = carry_state(previous, component, param.name)
         setattr(self, param.component, component)
         # A configured object (a StepGuard) may change in place through the
         # estimator's nested set_params: remember what it was built from.
@@ -305,9 +313,11 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         """Change defence or optimizer parameters between training steps.
 
         Plain attributes (``reference``, ``epsilon``, ...) take effect at
-        the next step; a parameter that builds a component (a new
-        ``threshold`` starts a fresh policy, ``correction`` a new strategy)
-        builds it anew; ``history_size`` and ``snapshot_every`` adjust the
+        the next step; a parameter that builds a component (``threshold``,
+        ``step_guard``, ``correction``) builds it anew, and a stateful one
+        (a threshold policy, the step guard) keeps what its predecessor
+        learned where it fits (:func:`~dsc_sklearn.defence._retune.carry_state`);
+        ``history_size`` and ``snapshot_every`` adjust the
         buffer and keep its snapshots; ``lr`` and ``momentum`` update the
         optimizer.
         """
@@ -323,7 +333,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
                 continue
             setattr(self, name, value)
             if param.build is not None:
-                self._build(param, value)
+                self._build(param, value, getattr(self, param.component, None))
             elif param.adjust is not None:
                 param.adjust(self, value)
         return self
