@@ -21,7 +21,12 @@ from sklearn.utils.multiclass import (
     check_classification_targets,
     unique_labels,
 )
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_is_fitted,
+    validate_data,
+)
 
 from .._torch import call_with_state, eval_mode, to_device
 from ._net import LOG_FIELDS, DiscrepancyAwareNet
@@ -35,6 +40,8 @@ __all__ = ["DiscrepancyAwareOnlineClassifier"]
 
 #: Number of per-batch records kept in ``stream_log_``.
 MAX_LOG_RECORDS = 10_000
+#: Number of rows (calls, or passes of fit) kept in ``net_.history``.
+MAX_HISTORY_ROWS = 10_000
 
 # Parameters a fitted estimator picks up at its next partial_fit call.
 _LIVE_PARAMS = tuple(param.name for param in PARAMETERS if param.role != "estimator")
@@ -81,6 +88,24 @@ def _record_batch(history, loss, batch_size):
     """The batch entries skorch's ``run_single_epoch`` writes."""
     history.record_batch("train_loss", loss)
     history.record_batch("train_batch_size", batch_size)
+
+
+def _check_label_types(labels, name):
+    """Refuse labels that mix strings with numbers (they cannot be sorted)."""
+    labels = np.asarray(labels)
+    if labels.dtype != object:
+        return
+    kinds = {}
+    for label in labels.ravel().tolist():
+        if label is not None and label == label:  # None and NaN have their own errors
+            kinds.setdefault(isinstance(label, str), label)
+    if len(kinds) > 1:
+        raise ValueError(
+            f"{name} mixes strings and numbers (e.g. {kinds[True]!r} and "
+            f"{kinds[False]!r}): labels must be all strings or all numbers, since "
+            f"classes_ is sorted. Convert them first, e.g. {name} = "
+            f"np.asarray({name}).astype(str)."
+        )
 
 
 def _integer_labels(y):
@@ -294,7 +319,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         The skorch network; ``net_.module_`` is the trained module and
         ``net_.history`` skorch's :class:`~skorch.history.History`, one row
         per :meth:`partial_fit` call with one entry per batch
-        (``train_loss``, ``train_batch_size``).
+        (``train_loss``, ``train_batch_size``), the last 10 000 rows only
+        (as ``stream_log_``, and so in a checkpoint).
     device_ : torch.device
         The device the network lives on.
     n_batches_seen_ : int
@@ -389,6 +415,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             X, y = validate_data(
                 self, X, y, dtype=np.float32, force_writeable=True, reset=True
             )
+            _check_label_types(y, "y")
             check_classification_targets(y)
             if sample_weight is not None:
                 sample_weight = _checked_sample_weight(sample_weight, X)
@@ -399,6 +426,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             with self._writing():
                 for _ in range(self.max_epochs):
                     self._partial_fit(X, y, classes, sample_weight)
+                self._bound_history()
         except BaseException:
             # KeyboardInterrupt included: the previous model, not a half-trained one.
             self._reset()
@@ -457,11 +485,13 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             X, y = _validated_batch(self, X, y, reset=first_call)
             if not _integer_labels(y):
                 # 1-D integer labels always pass; the check costs a sort.
+                _check_label_types(y, "y")
                 check_classification_targets(y)
             if classes is not None:
                 # unique_labels alone drops duplicates, sorts None and NaN in,
                 # and leaves an empty or single class to fail later.
                 listed = np.asarray(classes)
+                _check_label_types(listed, "classes")
                 if listed.ndim != 1 or len(listed) < 2:
                     raise ValueError(
                         "classes must be a 1-D array-like of at least two labels "
@@ -485,12 +515,20 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 saved = self._begin_call()
             with self._writing(saved):
                 self._partial_fit(X, y, classes, sample_weight, saved)
-        except BaseException:
+                self._bound_history()
+        except BaseException as exc:
             # KeyboardInterrupt included: the call never happened.
             if first_call:
                 self._reset()
             elif saved is not None:
                 self._undo_call(saved)
+                if isinstance(exc, (RuntimeError, IndexError)):
+                    # A shape error deep in the step: say so when the module's
+                    # output changed shape since the first call.
+                    try:
+                        self._check_output_width(X)
+                    except ValueError as diagnosis:
+                        raise diagnosis from exc
             raise
         return self
 
@@ -538,6 +576,55 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 "input_bounds must be None or a pair (low, high) of finite "
                 f"numbers with low < high, e.g. (0.0, 1.0); got {bounds!r}."
             )
+        self._check_device()
+        self._check_trusted_probe(self.__dict__.get("n_features_in_"))
+
+    def _check_device(self):
+        """Refuse a ``device`` torch does not know or cannot use here."""
+        try:
+            device = self._resolve_device()
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"device={self.device!r} is not a torch device ({exc}). Pass 'auto', "
+                "'cpu', 'cuda' or 'cuda:<index>'."
+            ) from exc
+        if device.type != "cuda":
+            return
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"This estimator has device={self.device!r}, but CUDA is not available "
+                f"to this torch ({torch.__version__}). Pass device='auto', which picks "
+                "CUDA when there is one, or device='cpu'."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={self.device!r}, but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s). Pass device='cuda' or "
+                "'auto' for the current one."
+            )
+
+    def _check_trusted_probe(self, n_features):
+        """Refuse a step guard's trusted probe that is not rows of ``n_features`` columns."""
+        guard = self.step_guard
+        probe = getattr(guard, "probe", None)
+        if not isinstance(probe, (tuple, list)):
+            return
+        if len(probe) != 2:
+            raise ValueError(
+                f"The step guard's trusted probe must be a pair (X, y); got a "
+                f"{type(probe).__name__} of {len(probe)} item(s). Pass "
+                "StepGuard(probe=(X_trusted, y_trusted))."
+            )
+        if n_features is None:
+            return  # the guard checks the rest when it starts
+        X = check_array(probe[0], dtype=np.float32, input_name="step_guard probe X")
+        if X.shape[1] != n_features:
+            raise ValueError(
+                f"The step guard's trusted probe has {X.shape[1]} features, but X has "
+                f"{n_features}: pass probe rows of the stream's features, "
+                f"StepGuard(probe=(X_trusted, y_trusted)) with X_trusted of shape "
+                f"(n_rows, {n_features})."
+            )
 
     def _validate_changed_params(self):
         """Validate the parameters again when set_params changed them.
@@ -553,7 +640,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             unchanged = False
         if not unchanged:
             self._validate_params()
-            self._validated_live_params = dict(params)
+            # Copies: a list edited in place must compare unequal next time.
+            self._validated_live_params = {name: copy.copy(value) if isinstance(value, list)
+                                           else value for name, value in params.items()}
 
     def _reset(self):
         for attribute in _FITTED_ATTRIBUTES:
@@ -587,6 +676,16 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             "last_flagged": vars(self).get("last_flagged_"),
             "model": (net, weights, tuple(net.snapshots_.snapshots)),
         }
+
+    def _bound_history(self):
+        """Keep the last :data:`MAX_HISTORY_ROWS` rows of ``net_.history``.
+
+        Run once a call has succeeded: a failed call's undo counts the rows
+        it added from the end.
+        """
+        history = self.net_.history
+        if len(history) > MAX_HISTORY_ROWS:
+            del history[:len(history) - MAX_HISTORY_ROWS]
 
     def _write_lock(self):
         """The estimator's lock, made at its first use; never pickled or cloned.
@@ -673,12 +772,40 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             self._initialize(X)
         else:
             self.net_.configure(**self._live_params())
+        self._check_last_chunk(len(X))
         # Without waiting for the device (CUDA): the call's one wait is the log's copy back.
         Xt, yt = to_device(X, self.device_), to_device(y_encoded, self.device_)
         weights = None
         if sample_weight is not None:
             weights = self._batch_weights(sample_weight)
         self._train_pass(Xt, yt, X, y, weights, transaction)
+
+    def _check_last_chunk(self, n_rows):
+        """Refuse a one-row training chunk for a module with BatchNorm, before training."""
+        last = n_rows % self.batch_size or self.batch_size
+        if last != 1 or n_rows == 0:
+            return
+        batch_norm = [type(layer).__name__ for layer in self.net_.module_.modules()
+                      if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)]
+        if batch_norm:
+            raise ValueError(
+                f"The module has BatchNorm layers ({batch_norm[0]}), which cannot "
+                f"train on a single row, but this call's {n_rows} row(s) in chunks of "
+                f"batch_size={self.batch_size} leave a last chunk of 1 row. Pass a "
+                "number of rows that is not one more than a multiple of batch_size "
+                "(hold the row back for the next call), or set another batch_size."
+            )
+
+    def _check_logits(self, logits, n_classes, when):
+        """Refuse logits that are not one column per class (a module whose output changed)."""
+        if logits is not None and (logits.ndim != 2 or logits.shape[1] != n_classes):
+            raise ValueError(
+                f"The module returned logits of shape {tuple(logits.shape)} {when}, but "
+                f"there are {n_classes} classes: it must return (n_samples, "
+                f"{n_classes}) at every call, and its output shape changed since the "
+                "first call. Fix its forward so that its last layer keeps one output "
+                "per class."
+            )
 
     def _batch_weights(self, sample_weight):
         """The call's weights on the device (mean 1) and each batch's total on the host."""
@@ -719,6 +846,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                                           weight_total=weights[1][index])
             except NonFiniteError as exc:
                 raise self._non_finite_error(X, index, start, stop) from exc
+            self._check_logits(step["y_pred"], len(self.classes_),
+                               f"in training batch {index + 1} of this call")
             records.append(step["record"])
             flags.append(step["flagged"])
             non_finite.append(step["non_finite"])
@@ -780,6 +909,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _initialize(self, X):
+        self._check_trusted_probe(X.shape[1])
         self.device_ = self._resolve_device()
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with _torch_seed(seed, self.device_):
@@ -819,9 +949,22 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                        hidden_layer_sizes=tuple(self.hidden_layer_sizes))
         if isinstance(module, torch.nn.Module):
             return copy.deepcopy(module)
-        accepted = inspect.signature(module).parameters
+        signature = inspect.signature(module)
         sizes = {"n_features": self.n_features_in_, "n_classes": len(self.classes_)}
-        return module(**{key: value for key, value in sizes.items() if key in accepted})
+        sizes = {key: value for key, value in sizes.items() if key in signature.parameters}
+        try:
+            signature.bind(**sizes)
+        except TypeError as exc:
+            name = getattr(module, "__name__", repr(module))
+            raise ValueError(
+                f"module={name} is called with the keywords it takes among "
+                f"n_features={self.n_features_in_} and n_classes={len(self.classes_)} "
+                f"({', '.join(sizes) or 'neither'}), but it needs other arguments "
+                f"too: {exc}. Pass an instance, module={name}(...), or a callable "
+                f"that builds one from n_features and n_classes, e.g. "
+                f"functools.partial({name}, ...)."
+            ) from exc
+        return module(**sizes)
 
     def _check_output_width(self, X):
         try:
@@ -829,10 +972,13 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 shape = tuple(self._forward(X[:1]).shape)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(
-                f"The module cannot process one sample of {X.shape[1]} features: "
-                f"{exc}. Build it for n_features={X.shape[1]} (pass the module "
-                "class, which is called with n_features and n_classes) or check "
-                "its forward."
+                f"The module cannot process one sample of {X.shape[1]} features: its "
+                f"first forward pass raised {type(exc).__name__}: {exc}. If it was "
+                f"built for another number of features, build it for "
+                f"n_features={X.shape[1]} (pass the module class, which is called "
+                "with n_features and n_classes); otherwise the error is its forward's "
+                "own (see the exception chained above): fix it, or call again if it "
+                "was transient. Nothing was fitted."
             ) from exc
         n_classes = len(self.classes_)
         if shape != (1, n_classes):
@@ -1012,17 +1158,13 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         device = self._resolve_device()
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(
-                f"This estimator has device={self.device!r}, but CUDA is not "
-                "available. Construct it with device='auto' or 'cpu' to load "
-                "the checkpoint on the CPU."
-            )
         source = (f"The file {os.fspath(f)!r}" if isinstance(f, (str, os.PathLike))
                   else "The checkpoint")
         payload = read_checkpoint(f, map_location=device, source=source)
         with self._writing():
-            return load_estimator_state(self, payload, source)
+            load_estimator_state(self, payload, source)
+            self._bound_history()
+        return self
 
     def __getstate__(self):
         state = dict(super().__getstate__())
@@ -1122,7 +1264,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 Xt = torch.as_tensor(X, device=torch.device(net.device))
                 return torch.cat([forward(chunk)
                                   for chunk in Xt.split(max(self.batch_size, 1024))])
-        return self._read(compute)
+        logits, classes = self._read(compute)
+        self._check_logits(logits, len(classes), "for these rows")
+        return logits, classes
 
     def _validated_input(self, X):
         check_is_fitted(self)

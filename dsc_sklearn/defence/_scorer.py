@@ -139,6 +139,35 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
         self.prefit = prefit
         self.random_state = random_state
 
+    def set_params(self, **params):
+        """Set the parameters; the classifier's own are refused while ``prefit=True``.
+
+        With ``prefit=True`` the scorer holds the user's classifier itself
+        (and so does every clone of it), so a nested parameter
+        (``estimator__lr``) would change that classifier, e.g. from a grid
+        search over a pipeline; it is refused, as
+        :class:`~sklearn.frozen.FrozenEstimator` refuses it.
+
+        Parameters
+        ----------
+        **params : dict
+            Scorer parameters.
+
+        Returns
+        -------
+        self : MemorizationDiscrepancyScorer
+        """
+        nested = sorted(key for key in params if key.startswith("estimator__"))
+        if nested and params.get("prefit", self.prefit):
+            raise ValueError(
+                f"Cannot set {nested} with prefit=True: the scorer (and every clone "
+                "of it) holds the fitted classifier itself, which it never trains, "
+                "and setting its parameters here would change your classifier. Call "
+                "set_params on the classifier directly, or pass it with prefit=False "
+                "to let the scorer train a clone with these parameters."
+            )
+        return super().set_params(**params)
+
     def _used_as_is(self):
         """Whether the classifier is scored with as it is, never trained."""
         return self.prefit or isinstance(self.estimator, FrozenEstimator)
