@@ -8,6 +8,7 @@ import math
 import numbers
 import os
 import threading
+import weakref
 from collections import deque
 from contextlib import contextmanager
 
@@ -53,6 +54,27 @@ _FITTED_ATTRIBUTES = ("classes_", "net_", "device_", *_COUNTERS, "stream_log_",
                       "_validated_live_params")
 # What the threads contract keeps per object; never pickled, cloned or copied.
 _THREAD_ATTRIBUTES = ("_lock", "_writers", "_generation", "_pre_call")
+
+
+# module -> the names of each of its net's optimizer parameters, found once.
+_PARAMETER_NAMES = weakref.WeakKeyDictionary()
+
+
+def _parameter_names(net):
+    """The names (several when tied) of each parameter of ``net._parameters()``.
+
+    Found by identity, once per module, by a writing call (no snapshot is
+    swapped into the module then).
+    """
+    module, parameters = net.module_, net._parameters()
+    names = _PARAMETER_NAMES.get(module)
+    if names is None or len(names) != len(parameters):
+        by_id = {}
+        for name, parameter in module.named_parameters(remove_duplicate=False):
+            by_id.setdefault(id(parameter), []).append(name)
+        names = _PARAMETER_NAMES[module] = [by_id.get(id(parameter), [])
+                                            for parameter in parameters]
+    return names
 
 
 def _serialised(method):
@@ -656,25 +678,17 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         is appended to at the very end of the call, and that append is
         recorded here (``"log"``) so it can be taken back. ``"model"`` is
         what read-only calls use while the call runs (see :meth:`_read`):
-        the net, its weights as they are now (the copies of the capture)
-        and its snapshots.
+        the net, the names of its parameters, the copies of its weights
+        the capture took, and its snapshots; nothing more is copied.
         """
         net = self.net_
         captured = net.capture_state()
-        module = net.module_
-        weights = module.state_dict(keep_vars=True)
-        names = {}
-        for name, parameter in module.named_parameters(remove_duplicate=False):
-            names.setdefault(id(parameter), []).append(name)
-        for parameter, saved in zip(net._parameters(), captured["parameters"]):
-            for name in names.get(id(parameter), ()):
-                weights[name] = saved
-        weights.update(captured["buffers"])
         return {
             "net": captured,
             "counters": {name: vars(self)[name] for name in _COUNTERS},
             "last_flagged": vars(self).get("last_flagged_"),
-            "model": (net, weights, tuple(net.snapshots_.snapshots)),
+            "model": (net, _parameter_names(net), captured["parameters"],
+                      captured["buffers"], tuple(net.snapshots_._snapshots)),
         }
 
     def _bound_history(self):
@@ -1238,7 +1252,10 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 model = attributes.get("_pre_call")
                 if model is None or model[0] is not net:
                     break
-                _, weights, snapshots = model
+                _, names, parameters, buffers, snapshots = model
+                weights = {name: parameter for names_of, parameter in zip(names, parameters)
+                           for name in names_of}
+                weights.update(buffers)
                 snapshots = net.snapshots_.frozen(snapshots)
             result = compute(net, weights, snapshots)
             if weights is not None or attributes.get("_generation", 0) == generation:

@@ -304,3 +304,39 @@ def test_load_params_is_serialised_with_partial_fit():
     run_threads(load, write)
     assert restored.n_batches_seen_ == len(restored.stream_log_)
     assert restored.n_batches_seen_ % 2 == 0
+
+
+@pytest.mark.parametrize("module", [None, DropoutNet])
+def test_a_read_during_a_call_sees_the_weights_the_call_started_from(module):
+    """A reader thread started in the middle of a call gets the model before the call."""
+    from skorch.callbacks import Callback
+
+    X = stream(1, seed=1)[0][0]
+    seen = []
+
+    class ReadMidCall(Callback):
+        enabled = False  # not during the first call: a read then waits for it
+
+        def on_batch_end(self, net, **kwargs):
+            if not self.enabled:
+                return
+            reader = threading.Thread(target=lambda: seen.append(
+                (clf.predict_proba(X), clf.memorization_discrepancy(X))))
+            reader.start()
+            reader.join()
+
+    torch.manual_seed(0)
+    callback = ReadMidCall()
+    clf = DiscrepancyAwareOnlineClassifier(module, batch_size=20, random_state=0,
+                                           callbacks=[callback])
+    X0, y0 = stream(1, seed=99)[0]
+    clf.partial_fit(X0, y0, classes=CLASSES)
+    callback.enabled = True
+    before = (clf.predict_proba(X), clf.memorization_discrepancy(X))
+    seen.clear()
+    clf.partial_fit(*stream(1, seed=3)[0])  # two batches: two reads mid-call
+    assert len(seen) == 2
+    assert not np.allclose(clf.predict_proba(X), before[0])
+    for proba, discrepancy in seen:
+        np.testing.assert_array_equal(proba, before[0])
+        np.testing.assert_array_equal(discrepancy, before[1])
