@@ -1190,6 +1190,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         state = {name: value for name, value in state.items()
                  if name not in _THREAD_ATTRIBUTES}
         super().__setstate__(state)
+        self._lock = threading.RLock()  # this object's own
         net = self.__dict__.get("net_")
         if net is not None and "device_" in self.__dict__:
             # skorch maps a net pickled on CUDA to the CPU when CUDA is missing.
@@ -1257,7 +1258,15 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                            for name in names_of}
                 weights.update(buffers)
                 snapshots = net.snapshots_.frozen(snapshots)
-            result = compute(net, weights, snapshots)
+            try:
+                result = compute(net, weights, snapshots)
+            except Exception:
+                # Reading the live module just as a call began may fail (the
+                # step swaps snapshot tensors into it, batched under vmap for
+                # reference="all"): then read the weights that call started from.
+                if weights is not None or attributes.get("_generation", 0) == generation:
+                    raise
+                continue
             if weights is not None or attributes.get("_generation", 0) == generation:
                 return result, classes
         with self._write_lock():
@@ -1273,7 +1282,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             else:
                 if weights is None:
                     weights = module.state_dict(keep_vars=True)
-                private = private_module(module)
+                private = private_module(module, vars(self).get("_lock"))
 
                 def forward(chunk):
                     return call_with_state(private, dict(weights), chunk)
@@ -1351,7 +1360,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 weights = module.state_dict(keep_vars=True)
             if snapshots is None:
                 snapshots = net.snapshots_.frozen()
-            private = private_module(module)
+            private = private_module(module, vars(self).get("_lock"))
             Xt = torch.as_tensor(X, device=torch.device(net.device))
             return torch.cat([
                 net.discrepancy(chunk, reference=reference, dtype=torch.float64,

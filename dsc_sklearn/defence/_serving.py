@@ -14,12 +14,26 @@ import copy
 import threading
 import weakref
 
+import torch
+
 __all__ = ["private_module"]
 
 _LOCAL = threading.local()
 
 
-def private_module(module):
+def _structure(module):
+    """A deep copy of ``module`` whose parameters and persistent buffers are empty.
+
+    Their values are passed in at each call, and the module's own may be
+    snapshot tensors that a training step swapped in (batched ones, under
+    vmap, cannot be copied at all), so they are not copied.
+    """
+    memo = {id(tensor): torch.empty(0)
+            for tensor in module.state_dict(keep_vars=True).values()}
+    return copy.deepcopy(module, memo)
+
+
+def private_module(module, lock=None):
     """This thread's eval-mode copy of ``module``, made once per thread and module.
 
     Its own weights are never used: callers pass the weights in. The copy
@@ -29,6 +43,9 @@ def private_module(module):
     Parameters
     ----------
     module : torch.nn.Module
+    lock : lock, default=None
+        Held to copy the module again when the copy failed (a training step
+        changed the module's tensors while they were being read).
 
     Returns
     -------
@@ -51,7 +68,13 @@ def private_module(module):
         copies = _LOCAL.copies = weakref.WeakKeyDictionary()
     private = copies.get(module)
     if private is None:
-        private = copy.deepcopy(module)
+        try:
+            private = _structure(module)
+        except Exception:
+            if lock is None:
+                raise
+            with lock:
+                private = _structure(module)
         for parameter in private.parameters():
             parameter.grad = None
             parameter.requires_grad_(False)
