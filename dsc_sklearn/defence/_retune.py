@@ -7,7 +7,7 @@ builds the component anew from the new configuration and starts it; then
 their public ``state_dict()`` / ``load_state_dict()``, cut to what the new
 configuration can hold. What had to be dropped is said in a
 :class:`UserWarning`; a replacement by another kind of component starts
-anew, with a warning when the old one had learned something.
+anew, with a warning when the old one had calibrated something.
 """
 
 import logging
@@ -24,9 +24,25 @@ logger = logging.getLogger("dsc_sklearn")
 
 
 def _learned(state):
-    """Whether a state counts any update, step or row seen."""
+    """Whether a state holds calibration data (a window, a probe), beyond counters.
+
+    A fixed threshold or a schedule counts updates only; replacing one
+    drops nothing worth a warning.
+    """
     return any(isinstance(value, int) and value > 0
-               for key, value in state.items() if key.startswith("n_"))
+               for key, value in state.items() if key.startswith("n_")) and any(
+        _holds_data(value) for key, value in state.items()
+        if not key.startswith("n_") and key != "generator")
+
+
+def _holds_data(value):
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 0
+    if isinstance(value, dict):
+        return any(_holds_data(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return len(value) > 0
+    return value is not None
 
 
 def carry_state(previous, component, name):
@@ -50,7 +66,8 @@ def carry_state(previous, component, name):
     UserWarning
         When part of the state had to be dropped to fit the new
         configuration, or when ``component`` is of another kind than
-        ``previous``, which had learned something: it then starts anew.
+        ``previous``, which had calibrated something (a window, a probe):
+        it then starts anew.
 
     Examples
     --------

@@ -185,3 +185,13 @@ def test_a_failed_call_after_retuning_restores_the_old_guard(data):
         clf.partial_fit(bad, y[1000:1100])
     assert clf.net_.step_guard_ is guard
     assert_same_state(guard.state_dict(), before)
+
+
+def test_replacing_a_policy_that_only_counts_says_nothing(data):
+    from dsc_sklearn.defence.thresholds import linear_schedule
+
+    clf = streamed(data, n_batches=3, correction="dsc", threshold=0.5)
+    clf.set_params(threshold=linear_schedule(0.5, 0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.net_.configure(**clf._live_params())
