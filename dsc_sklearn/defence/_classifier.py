@@ -1,11 +1,14 @@
 """DiscrepancyAwareOnlineClassifier: the scikit-learn shell around the net."""
 
 import copy
+import functools
 import inspect
 import itertools
 import math
 import numbers
 import os
+import threading
+import weakref
 from collections import deque
 from contextlib import contextmanager
 
@@ -18,13 +21,19 @@ from sklearn.utils.multiclass import (
     check_classification_targets,
     unique_labels,
 )
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_is_fitted,
+    validate_data,
+)
 
-from .._torch import eval_mode, to_device
+from .._torch import call_with_state, eval_mode, to_device
 from ._alarms import MAX_ALARMS, announce, interventions, record_interventions
-from ._net import LOG_FIELDS, DiscrepancyAwareNet
+from ._net import LOG_FIELDS, DiscrepancyAwareNet, check_logits
 from ._params import DEFENCE_PARAMETERS, PARAMETERS, estimator_init
 from ._persistence import estimator_state, load_estimator_state, read_checkpoint
+from ._serving import private_module
 from .discrepancy import REFERENCES, NonFiniteError
 from .modules import MLP
 
@@ -32,6 +41,8 @@ __all__ = ["DiscrepancyAwareOnlineClassifier"]
 
 #: Number of per-batch records kept in ``stream_log_``.
 MAX_LOG_RECORDS = 10_000
+#: Number of rows (calls, or passes of fit) kept in ``net_.history``.
+MAX_HISTORY_ROWS = 10_000
 
 # Parameters a fitted estimator picks up at its next partial_fit call.
 _LIVE_PARAMS = tuple(param.name for param in PARAMETERS if param.role != "estimator")
@@ -41,11 +52,61 @@ _COUNTERS = ("n_batches_seen_", "n_samples_seen_", "n_flagged_", "n_steps_scaled
 _FITTED_ATTRIBUTES = ("classes_", "net_", "device_", *_COUNTERS, "stream_log_",
                       "last_flagged_", "n_features_in_", "feature_names_in_",
                       "_validated_live_params", "alarms_")
+# What the threads contract keeps per object; never pickled, cloned or copied.
+_THREAD_ATTRIBUTES = ("_lock", "_writers", "_generation", "_pre_call")
+
+
+# module -> the names of each of its net's optimizer parameters, found once.
+_PARAMETER_NAMES = weakref.WeakKeyDictionary()
+
+
+def _parameter_names(net):
+    """The names (several when tied) of each parameter of ``net._parameters()``.
+
+    Found by identity, once per module, by a writing call (no snapshot is
+    swapped into the module then).
+    """
+    module, parameters = net.module_, net._parameters()
+    names = _PARAMETER_NAMES.get(module)
+    if names is None or len(names) != len(parameters):
+        by_id = {}
+        for name, parameter in module.named_parameters(remove_duplicate=False):
+            by_id.setdefault(id(parameter), []).append(name)
+        names = _PARAMETER_NAMES[module] = [by_id.get(id(parameter), [])
+                                            for parameter in parameters]
+    return names
+
+
+def _serialised(method):
+    """Run ``method`` holding the estimator's lock: one writing call at a time."""
+    @functools.wraps(method)
+    def serialised(self, *args, **kwargs):
+        with self._write_lock():
+            return method(self, *args, **kwargs)
+    return serialised
 
 
 def _checked_sample_weight(sample_weight, X):
     """scikit-learn's checks of ``sample_weight``: finite, non-negative, one positive."""
     return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+
+
+def _check_label_types(labels, name):
+    """Refuse labels that mix strings with numbers (they cannot be sorted)."""
+    labels = np.asarray(labels)
+    if labels.dtype != object:
+        return
+    kinds = {}
+    for label in labels.ravel().tolist():
+        if label is not None and label == label:  # None and NaN have their own errors
+            kinds.setdefault(isinstance(label, str), label)
+    if len(kinds) > 1:
+        raise ValueError(
+            f"{name} mixes strings and numbers (e.g. {kinds[True]!r} and "
+            f"{kinds[False]!r}): labels must be all strings or all numbers, since "
+            f"classes_ is sorted. Convert them first, e.g. {name} = "
+            f"np.asarray({name}).astype(str)."
+        )
 
 
 def _integer_labels(y):
@@ -135,10 +196,14 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
     The defence can be switched or retuned in the middle of a stream:
     ``set_params`` between two :meth:`partial_fit` calls changes the
-    learning rate, momentum, threshold (a new threshold starts a fresh
-    calibration), correction, reference, buffer size and the other
-    defence parameters from the next call on, keeping the weights, the
-    snapshots and the optimizer state. ``module``, ``hidden_layer_sizes``,
+    learning rate, momentum, threshold, step guard, correction, reference,
+    buffer size and the other defence parameters from the next call on,
+    keeping the weights, the snapshots and the optimizer state. A
+    threshold policy or step guard retuned (``step_guard__margin=3.0``) or
+    replaced by one of its kind keeps its calibration window, probe and
+    counters, cut to what the new configuration holds (a
+    :class:`UserWarning` says what was dropped); one of another kind
+    starts anew (with a warning). ``module``, ``hidden_layer_sizes``,
     ``device``, ``random_state`` and ``callbacks`` take effect at the next
     :meth:`fit`.
 
@@ -268,7 +333,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         The skorch network; ``net_.module_`` is the trained module and
         ``net_.history`` skorch's :class:`~skorch.history.History`, one row
         per :meth:`partial_fit` call with one entry per batch
-        (``train_loss``, ``train_batch_size``).
+        (``train_loss``, ``train_batch_size``), the last 10 000 rows only
+        (as ``stream_log_``, and so in a checkpoint).
     device_ : torch.device
         The device the network lives on.
     n_batches_seen_ : int
@@ -353,6 +419,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
+    @_serialised
     def fit(self, X, y, sample_weight=None):
         """Reset, then make ``max_epochs`` ordered passes over ``(X, y)``.
 
@@ -385,6 +452,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             X, y = validate_data(
                 self, X, y, dtype=np.float32, force_writeable=True, reset=True
             )
+            _check_label_types(y, "y")
             check_classification_targets(y)
             if sample_weight is not None:
                 sample_weight = _checked_sample_weight(sample_weight, X)
@@ -392,8 +460,10 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 if not kept.all():
                     X, y, sample_weight = X[kept], y[kept], sample_weight[kept]
             classes = unique_labels(y)
-            for _ in range(self.max_epochs):
-                self._partial_fit(X, y, classes, sample_weight)
+            with self._writing():
+                for _ in range(self.max_epochs):
+                    self._partial_fit(X, y, classes, sample_weight)
+                self._bound_history()
         except BaseException:
             # KeyboardInterrupt included: the previous model, not a half-trained one.
             self._reset()
@@ -401,6 +471,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             raise
         return self
 
+    @_serialised
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train on one pass over ``(X, y)`` in chunks of ``batch_size``.
 
@@ -451,11 +522,13 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             X, y = _validated_batch(self, X, y, reset=first_call)
             if not _integer_labels(y):
                 # 1-D integer labels always pass; the check costs a sort.
+                _check_label_types(y, "y")
                 check_classification_targets(y)
             if classes is not None:
                 # unique_labels alone drops duplicates, sorts None and NaN in,
                 # and leaves an empty or single class to fail later.
                 listed = np.asarray(classes)
+                _check_label_types(listed, "classes")
                 if listed.ndim != 1 or len(listed) < 2:
                     raise ValueError(
                         "classes must be a 1-D array-like of at least two labels "
@@ -477,15 +550,56 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 sample_weight = _checked_sample_weight(sample_weight, X)
             if not first_call:
                 saved = self._begin_call()
-            self._partial_fit(X, y, classes, sample_weight, saved)
-        except BaseException:
+            with self._writing(saved):
+                self._partial_fit(X, y, classes, sample_weight, saved)
+                self._bound_history()
+        except BaseException as exc:
             # KeyboardInterrupt included: the call never happened.
             if first_call:
                 self._reset()
             elif saved is not None:
                 self._undo_call(saved)
+                if isinstance(exc, (RuntimeError, IndexError)):
+                    # A shape error deep in the step: say so when the module's
+                    # output changed shape since the first call.
+                    try:
+                        self._check_output_width(X)
+                    except ValueError as diagnosis:
+                        raise diagnosis from exc
             raise
         return self
+
+    @_serialised
+    def set_params(self, **params):
+        """Set the parameters; between two writing calls when another thread trains.
+
+        As :meth:`sklearn.base.BaseEstimator.set_params`, holding the
+        estimator's lock, so that a running :meth:`partial_fit` call ends
+        with the parameters it started with. A nested parameter
+        (``step_guard__margin``) needs a configured object: with
+        ``step_guard="auto"`` pass ``step_guard=StepGuard(margin=...)``.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : DiscrepancyAwareOnlineClassifier
+        """
+        for key in params:
+            name, nested, sub = key.partition("__")
+            value = params.get(name, getattr(self, name, None))
+            if nested and name in self._parameter_constraints and not hasattr(
+                    value, "set_params"):
+                example = ("StepGuard" if name == "step_guard" else "a configured object")
+                raise ValueError(
+                    f"Invalid parameter {key!r}: {name}={value!r} has no parameters of "
+                    f"its own to set. Pass a configured object instead, e.g. "
+                    f"set_params({name}={example}({sub}=...))."
+                )
+        return super().set_params(**params)
 
     def _validate_params(self):
         super()._validate_params()
@@ -498,6 +612,55 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 "input_bounds must be None or a pair (low, high) of finite "
                 f"numbers with low < high, e.g. (0.0, 1.0); got {bounds!r}."
+            )
+        self._check_device()
+        self._check_trusted_probe(self.__dict__.get("n_features_in_"))
+
+    def _check_device(self):
+        """Refuse a ``device`` torch does not know or cannot use here."""
+        try:
+            device = self._resolve_device()
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"device={self.device!r} is not a torch device ({exc}). Pass 'auto', "
+                "'cpu', 'cuda' or 'cuda:<index>'."
+            ) from exc
+        if device.type != "cuda":
+            return
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"This estimator has device={self.device!r}, but CUDA is not available "
+                f"to this torch ({torch.__version__}). Pass device='auto', which picks "
+                "CUDA when there is one, or device='cpu'."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={self.device!r}, but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s). Pass device='cuda' or "
+                "'auto' for the current one."
+            )
+
+    def _check_trusted_probe(self, n_features):
+        """Refuse a step guard's trusted probe that is not rows of ``n_features`` columns."""
+        guard = self.step_guard
+        probe = getattr(guard, "probe", None)
+        if not isinstance(probe, (tuple, list)):
+            return
+        if len(probe) != 2:
+            raise ValueError(
+                f"The step guard's trusted probe must be a pair (X, y); got a "
+                f"{type(probe).__name__} of {len(probe)} item(s). Pass "
+                "StepGuard(probe=(X_trusted, y_trusted))."
+            )
+        if n_features is None:
+            return  # the guard checks the rest when it starts
+        X = check_array(probe[0], dtype=np.float32, input_name="step_guard probe X")
+        if X.shape[1] != n_features:
+            raise ValueError(
+                f"The step guard's trusted probe has {X.shape[1]} features, but X has "
+                f"{n_features}: pass probe rows of the stream's features, "
+                f"StepGuard(probe=(X_trusted, y_trusted)) with X_trusted of shape "
+                f"(n_rows, {n_features})."
             )
 
     def _validate_changed_params(self):
@@ -514,7 +677,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             unchanged = False
         if not unchanged:
             self._validate_params()
-            self._validated_live_params = dict(params)
+            # Copies: a list edited in place must compare unequal next time.
+            self._validated_live_params = {name: copy.copy(value) if isinstance(value, list)
+                                           else value for name, value in params.items()}
 
     def _reset(self):
         for attribute in _FITTED_ATTRIBUTES:
@@ -526,13 +691,65 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         About two copies of the weights: the net's :meth:`capture_state`,
         the counters and the references of ``last_flagged_``; ``stream_log_``
         is appended to at the very end of the call, and that append is
-        recorded here (``"log"``) so it can be taken back.
+        recorded here (``"log"``) so it can be taken back. ``"model"`` is
+        what read-only calls use while the call runs (see :meth:`_read`):
+        the net, the names of its parameters, the copies of its weights
+        the capture took, and its snapshots; nothing more is copied.
         """
+        net = self.net_
+        captured = net.capture_state()
         return {
-            "net": self.net_.capture_state(),
+            "net": captured,
             "counters": {name: vars(self)[name] for name in _COUNTERS},
             "last_flagged": vars(self).get("last_flagged_"),
+            "model": (net, _parameter_names(net), captured["parameters"],
+                      captured["buffers"], tuple(net.snapshots_._snapshots)),
         }
+
+    def _bound_history(self):
+        """Keep the last :data:`MAX_HISTORY_ROWS` rows of ``net_.history``.
+
+        Run once a call has succeeded: a failed call's undo counts the rows
+        it added from the end.
+        """
+        history = self.net_.history
+        if len(history) > MAX_HISTORY_ROWS:
+            del history[:len(history) - MAX_HISTORY_ROWS]
+
+    def _write_lock(self):
+        """The estimator's lock, made at its first use; never pickled or cloned.
+
+        A :class:`threading.RLock`, so that a callback may call back into
+        the estimator from the thread that holds it.
+        """
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            # dict.setdefault is atomic: two threads get the same lock.
+            lock = self.__dict__.setdefault("_lock", threading.RLock())
+        return lock
+
+    @contextmanager
+    def _writing(self, saved=None):
+        """Mark the model as being changed for the block; the caller holds the lock.
+
+        A read-only call reads ``_generation`` before and after its forward
+        pass: an odd value, or a change, means a writing call ran meanwhile,
+        and the read is made again from ``saved["model"]`` (the weights as
+        the call found them), or, without it (``fit``, ``load_params``, a
+        first call), under the lock. Nested blocks count once.
+        """
+        depth = self.__dict__.get("_writers", 0)
+        if not depth:
+            self._pre_call = None if saved is None else saved["model"]
+            self._generation = self.__dict__.get("_generation", 0) + 1
+        self._writers = depth + 1
+        try:
+            yield
+        finally:
+            self._writers = depth
+            if not depth:
+                self._generation += 1
+                self._pre_call = None
 
     def _undo_call(self, saved):
         """Restore the state :meth:`_begin_call` captured: the call never happened."""
@@ -587,12 +804,29 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             self._initialize(X)
         else:
             self.net_.configure(batch_size=self.batch_size, **self._live_params())
+        self._check_last_chunk(len(X))
         # Without waiting for the device (CUDA): the call's one wait is the log's copy back.
         Xt, yt = to_device(X, self.device_), to_device(y_encoded, self.device_)
         weights = None
         if sample_weight is not None:
             weights = self._batch_weights(sample_weight)
         self._train_pass(Xt, yt, X, y, weights, transaction)
+
+    def _check_last_chunk(self, n_rows):
+        """Refuse a one-row training chunk for a module with BatchNorm, before training."""
+        last = n_rows % self.batch_size or self.batch_size
+        if last != 1 or n_rows == 0:
+            return
+        batch_norm = [type(layer).__name__ for layer in self.net_.module_.modules()
+                      if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm)]
+        if batch_norm:
+            raise ValueError(
+                f"The module has BatchNorm layers ({batch_norm[0]}), which cannot "
+                f"train on a single row, but this call's {n_rows} row(s) in chunks of "
+                f"batch_size={self.batch_size} leave a last chunk of 1 row. Pass a "
+                "number of rows that is not one more than a multiple of batch_size "
+                "(hold the row back for the next call), or set another batch_size."
+            )
 
     def _batch_weights(self, sample_weight):
         """The call's weights on the device (mean 1) and each batch's total on the host."""
@@ -659,6 +893,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _initialize(self, X):
+        self._check_trusted_probe(X.shape[1])
         self.device_ = self._resolve_device()
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with _torch_seed(seed, self.device_):
@@ -697,9 +932,22 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                        hidden_layer_sizes=tuple(self.hidden_layer_sizes))
         if isinstance(module, torch.nn.Module):
             return copy.deepcopy(module)
-        accepted = inspect.signature(module).parameters
+        signature = inspect.signature(module)
         sizes = {"n_features": self.n_features_in_, "n_classes": len(self.classes_)}
-        return module(**{key: value for key, value in sizes.items() if key in accepted})
+        sizes = {key: value for key, value in sizes.items() if key in signature.parameters}
+        try:
+            signature.bind(**sizes)
+        except TypeError as exc:
+            name = getattr(module, "__name__", repr(module))
+            raise ValueError(
+                f"module={name} is called with the keywords it takes among "
+                f"n_features={self.n_features_in_} and n_classes={len(self.classes_)} "
+                f"({', '.join(sizes) or 'neither'}), but it needs other arguments "
+                f"too: {exc}. Pass an instance, module={name}(...), or a callable "
+                f"that builds one from n_features and n_classes, e.g. "
+                f"functools.partial({name}, ...)."
+            ) from exc
+        return module(**sizes)
 
     def _check_output_width(self, X):
         try:
@@ -707,10 +955,13 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 shape = tuple(self._forward(X[:1]).shape)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(
-                f"The module cannot process one sample of {X.shape[1]} features: "
-                f"{exc}. Build it for n_features={X.shape[1]} (pass the module "
-                "class, which is called with n_features and n_classes) or check "
-                "its forward."
+                f"The module cannot process one sample of {X.shape[1]} features: its "
+                f"first forward pass raised {type(exc).__name__}: {exc}. If it was "
+                f"built for another number of features, build it for "
+                f"n_features={X.shape[1]} (pass the module class, which is called "
+                "with n_features and n_classes); otherwise the error is its forward's "
+                "own (see the exception chained above): fix it, or call again if it "
+                "was transient. Nothing was fitted."
             ) from exc
         n_classes = len(self.classes_)
         if shape != (1, n_classes):
@@ -772,6 +1023,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             )
         announce(self.net_, events, type(self).__name__)
 
+    @_serialised
     def take_snapshot(self):
         """Store the current weights in the snapshot buffer now.
 
@@ -844,6 +1096,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         torch.save(estimator_state(self), f)
 
+    @_serialised
     def load_params(self, f):
         """Restore the state saved by :meth:`save_params`; the stream continues.
 
@@ -895,19 +1148,25 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         device = self._resolve_device()
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(
-                f"This estimator has device={self.device!r}, but CUDA is not "
-                "available. Construct it with device='auto' or 'cpu' to load "
-                "the checkpoint on the CPU."
-            )
         source = (f"The file {os.fspath(f)!r}" if isinstance(f, (str, os.PathLike))
                   else "The checkpoint")
         payload = read_checkpoint(f, map_location=device, source=source)
-        return load_estimator_state(self, payload, source)
+        with self._writing():
+            load_estimator_state(self, payload, source)
+            self._bound_history()
+        return self
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for name in _THREAD_ATTRIBUTES:
+            state.pop(name, None)
+        return state
 
     def __setstate__(self, state):
+        state = {name: value for name, value in state.items()
+                 if name not in _THREAD_ATTRIBUTES}
         super().__setstate__(state)
+        self._lock = threading.RLock()  # this object's own
         net = self.__dict__.get("net_")
         if net is not None and "device_" in self.__dict__:
             # skorch maps a net pickled on CUDA to the CPU when CUDA is missing.
@@ -940,12 +1199,82 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         return float(self.net_.threshold_policy_.current())
 
     def _forward(self, X):
-        """Eval-mode logits for a float32 array, in chunks of ``batch_size``."""
+        """Eval-mode logits for a float32 array, in chunks; for writing calls only."""
         module = self.net_.module_
         with torch.no_grad(), eval_mode(module):
             Xt = torch.as_tensor(X, device=self.device_)
             chunks = [module(chunk) for chunk in Xt.split(max(self.batch_size, 1024))]
         return torch.cat(chunks)
+
+    def _read(self, compute):
+        """``compute(net, weights, snapshots)`` on one consistent state of the model.
+
+        The read-only calls go through here; they never write to the module
+        or the net, so they may run in any number of threads while one
+        thread trains (the threads contract, docs/reliability.md). The
+        model is read as it is (``weights`` and ``snapshots`` ``None``:
+        the live ones) when no writing call runs, which ``_generation``
+        tells before and after; otherwise the result is computed again on
+        the weights and snapshots the running :meth:`partial_fit` call
+        started from, or, while ``fit`` or ``load_params`` builds a new
+        model, once that call has finished (under the lock).
+
+        Returns
+        -------
+        (result, classes) : what ``compute`` returned, and the ``classes_``
+            of the model it read.
+        """
+        attributes = vars(self)
+        for attempt in range(2):
+            generation = attributes.get("_generation", 0)
+            net, classes = attributes.get("net_"), attributes.get("classes_")
+            if net is None or classes is None:
+                break
+            weights = snapshots = None
+            if attempt or generation % 2:
+                model = attributes.get("_pre_call")
+                if model is None or model[0] is not net:
+                    break
+                _, names, parameters, buffers, snapshots = model
+                weights = {name: parameter for names_of, parameter in zip(names, parameters)
+                           for name in names_of}
+                weights.update(buffers)
+                snapshots = net.snapshots_.frozen(snapshots)
+            try:
+                result = compute(net, weights, snapshots)
+            except Exception:
+                # Reading the live module just as a call began may fail (the
+                # step swaps snapshot tensors into it, batched under vmap for
+                # reference="all"): then read the weights that call started from.
+                if weights is not None or attributes.get("_generation", 0) == generation:
+                    raise
+                continue
+            if weights is not None or attributes.get("_generation", 0) == generation:
+                return result, classes
+        with self._write_lock():
+            check_is_fitted(self)
+            return compute(self.net_, None, None), self.classes_
+
+    def _logits(self, X):
+        """Eval-mode logits of a checked float32 array, by :meth:`_read`, in chunks."""
+        def compute(net, weights, snapshots):
+            module = net.module_
+            if weights is None and getattr(net, "mode_invariant_", False):
+                forward = module  # the same function in train mode: read it as it is
+            else:
+                if weights is None:
+                    weights = module.state_dict(keep_vars=True)
+                private = private_module(module, vars(self).get("_lock"))
+
+                def forward(chunk):
+                    return call_with_state(private, dict(weights), chunk)
+            with torch.no_grad():
+                Xt = torch.as_tensor(X, device=torch.device(net.device))
+                return torch.cat([forward(chunk)
+                                  for chunk in Xt.split(max(self.batch_size, 1024))])
+        logits, classes = self._read(compute)
+        check_logits(logits, len(classes), "for these rows")
+        return logits, classes
 
     def _validated_input(self, X):
         check_is_fitted(self)
@@ -967,7 +1296,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Softmax of the logits, in float64.
         """
-        logits = self._forward(self._validated_input(X))
+        logits, _ = self._logits(self._validated_input(X))
         return torch.softmax(logits.double(), dim=1).cpu().numpy()
 
     def predict(self, X):
@@ -981,8 +1310,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        logits = self._forward(self._validated_input(X))
-        return self.classes_[logits.argmax(dim=1).cpu().numpy()]
+        logits, classes = self._logits(self._validated_input(X))
+        return classes[logits.argmax(dim=1).cpu().numpy()]
 
     def memorization_discrepancy(self, X, reference=None):
         """Per-sample discrepancy against the snapshots, without training.
@@ -999,13 +1328,27 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             ``KL(p_snapshot || p_current)`` in float64; one column per
             snapshot (oldest first) with ``reference="all"``.
         """
-        X = self._validated_input(X)
+        return self._memorization_discrepancy(self._validated_input(X), reference)
+
+    def _memorization_discrepancy(self, X, reference=None):
+        """:meth:`memorization_discrepancy` of a checked float32 array."""
         reference = reference or self.reference
         if reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}.")
-        Xt = torch.as_tensor(X, device=self.device_)
-        chunks = [
-            self.net_.discrepancy(chunk, reference=reference, dtype=torch.float64)
-            for chunk in Xt.split(max(self.batch_size, 1024))
-        ]
-        return torch.cat(chunks).double().cpu().numpy()
+
+        def compute(net, weights, snapshots):
+            module = net.module_
+            if weights is None:
+                weights = module.state_dict(keep_vars=True)
+            if snapshots is None:
+                snapshots = net.snapshots_.frozen()
+            private = private_module(module, vars(self).get("_lock"))
+            Xt = torch.as_tensor(X, device=torch.device(net.device))
+            return torch.cat([
+                net.discrepancy(chunk, reference=reference, dtype=torch.float64,
+                                module=private, state=weights, snapshots=snapshots)
+                for chunk in Xt.split(max(self.batch_size, 1024))
+            ])
+
+        discrepancy, _ = self._read(compute)
+        return discrepancy.double().cpu().numpy()

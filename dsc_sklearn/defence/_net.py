@@ -15,6 +15,7 @@ from torch import nn
 from .._labels import encode_labels
 from .._torch import call_with_state, cast_floating, constant, eval_mode, set_mode, to_device
 from ._params import DEFENCE_PARAMETERS
+from ._retune import carry_state
 from .correction import CorrectionContext, _NetCorrection
 from .discrepancy import (
     STATISTICS,
@@ -29,7 +30,7 @@ from .guards import BaseGuard, GuardContext
 from .history import SnapshotBuffer
 from .modules import MLP, SmallCNN
 
-__all__ = ["LOG_FIELDS", "DiscrepancyAwareNet", "Step", "is_mode_invariant"]
+__all__ = ["LOG_FIELDS", "DiscrepancyAwareNet", "Step", "check_logits", "is_mode_invariant"]
 
 # Layers whose output does not depend on train/eval mode. A module built only
 # from these can reuse its training forward pass for the discrepancy.
@@ -128,6 +129,18 @@ def _record_batch(history, loss, batch_size):
     """The batch entries skorch's ``run_single_epoch`` writes."""
     history.record_batch("train_loss", loss)
     history.record_batch("train_batch_size", batch_size)
+
+
+def check_logits(logits, n_classes, when):
+    """Refuse logits that are not one column per class (a module whose output changed)."""
+    if logits is not None and (logits.ndim != 2 or logits.shape[1] != n_classes):
+        raise ValueError(
+            f"The module returned logits of shape {tuple(logits.shape)} {when}, but "
+            f"there are {n_classes} classes: it must return (n_samples, "
+            f"{n_classes}) at every call, and its output shape changed since the "
+            "first call. Fix its forward so that its last layer keeps one output "
+            "per class."
+        )
 
 
 def _non_finite_batch(index):
@@ -288,11 +301,18 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         self._register_device_state()
         return self
 
-    def _build(self, param, value):
-        """Build the component of a defence parameter; start it if it starts."""
+    def _build(self, param, value, previous=None):
+        """Build the component of a defence parameter; start it if it starts.
+
+        ``previous``, the component it replaces mid-stream, hands over what
+        it learned where the new configuration can hold it
+        (:func:`~dsc_sklearn.defence._retune.carry_state`).
+        """
         component = param.build(value)
         if isinstance(component, BaseGuard):
             component.start(self.guard_context())
+        if param.stateful:
+            component = carry_state(previous, component, param.name)
         setattr(self, param.component, component)
         # A configured object (a StepGuard) may change in place through the
         # estimator's nested set_params: remember what it was built from.
@@ -356,9 +376,11 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         """Change defence or optimizer parameters between training steps.
 
         Plain attributes (``reference``, ``epsilon``, ...) take effect at
-        the next step; a parameter that builds a component (a new
-        ``threshold`` starts a fresh policy, ``correction`` a new strategy)
-        builds it anew; ``history_size`` and ``snapshot_every`` adjust the
+        the next step; a parameter that builds a component (``threshold``,
+        ``step_guard``, ``correction``) builds it anew, and a stateful one
+        (a threshold policy, the step guard) keeps what its predecessor
+        learned where it fits (:func:`~dsc_sklearn.defence._retune.carry_state`);
+        ``history_size`` and ``snapshot_every`` adjust the
         buffer and keep its snapshots; ``lr`` and ``momentum`` update the
         optimizer; ``batch_size`` sets the rows of each step of
         :meth:`stream_epoch`.
@@ -375,7 +397,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
                 continue
             setattr(self, name, value)
             if param.build is not None:
-                self._build(param, value)
+                self._build(param, value, getattr(self, param.component, None))
             elif param.adjust is not None:
                 param.adjust(self, value)
         return self
@@ -581,6 +603,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             except NonFiniteError as exc:
                 exc.batch_index = index
                 raise
+            if self.classes is not None:
+                check_logits(step["y_pred"], len(self.classes),
+                             f"in training batch {index + 1} of this call")
             records.append(step["record"])
             flags.append(step["flagged"])
             non_finite.append(step["non_finite"])
@@ -848,7 +873,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         unit_flags = policy.flag(units)
         return units, unit_flags, unit_flags.expand(statistic.shape[0])
 
-    def discrepancy(self, X, current_logits=None, reference=None, dtype=None):
+    def discrepancy(self, X, current_logits=None, reference=None, dtype=None, *,
+                    module=None, state=None, snapshots=None):
         """Memorization discrepancy of ``X`` against the snapshot buffer.
 
         Parameters
@@ -862,6 +888,14 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         dtype : torch.dtype, default=None
             Evaluate the models in this precision, e.g. ``torch.float64``
             for results that do not depend on the batch size.
+        module : torch.nn.Module, default=None
+            The module to evaluate the weights with, ``module_`` by default;
+            a read-only call passes its thread's private copy (see
+            :func:`~dsc_sklearn.defence._serving.private_module`).
+        state : dict of str to torch.Tensor, default=None
+            The current weights, ``module_``'s by default.
+        snapshots : SnapshotBuffer, default=None
+            The snapshots to compare with, ``snapshots_`` by default.
 
         Returns
         -------
@@ -869,15 +903,16 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
                 (n_samples, n_snapshots)
         """
         reference = reference or self.reference
+        module = self.module_ if module is None else module
+        buffer = self.snapshots_ if snapshots is None else snapshots
         if dtype is not None:
             X = X.to(dtype)
         if current_logits is None:
-            state = cast_floating(self.module_.state_dict(), dtype)
-            with torch.no_grad(), eval_mode(self.module_):
-                current_logits = call_with_state(self.module_, state, X)
-        reference_logits = self.snapshots_.reference_logits(
-            self.module_, X, reference, dtype=dtype
-        )
+            state = cast_floating(module.state_dict() if state is None else dict(state),
+                                  dtype)
+            with torch.no_grad(), eval_mode(module):
+                current_logits = call_with_state(module, state, X)
+        reference_logits = buffer.reference_logits(module, X, reference, dtype=dtype)
         return reduce_snapshots(memorization_discrepancy(reference_logits, current_logits),
                                 reference)
 

@@ -26,11 +26,11 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
 from . import thresholds
+from ._constraints import FLOAT32_MAX, NumberInterval, SequenceOf, count, size
 from ._registry import RegistryOptions
 from .correction import CORRECTIONS, BaseCorrection, make_correction
 from .discrepancy import REFERENCES
@@ -73,22 +73,9 @@ def _respace_buffer(net, value):
     net.snapshots_.snapshot_every = value
 
 
-class NumberInterval(Interval):
-    """scikit-learn's :class:`Interval` constraint, refusing booleans.
-
-    ``bool`` is an :class:`numbers.Integral` in Python, so ``Interval``
-    admits ``threshold=True`` as the number 1; scikit-learn offers no
-    constraint that excludes bools (its ``RealNotInt`` excludes every int).
-    The message stays scikit-learn's: "must be a float in the range [0,
-    inf)".
-    """
-
-    def is_satisfied_by(self, val):
-        return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
-
-
-_POSITIVE_INT = (NumberInterval(numbers.Integral, 1, None, closed="left"),)
-_NON_NEGATIVE = (NumberInterval(numbers.Real, 0, None, closed="left"),)
+_POSITIVE_INT = (size(),)
+# Bounded by what a float32 tensor holds: beyond it the value is infinite.
+_NON_NEGATIVE = (NumberInterval(numbers.Real, 0, FLOAT32_MAX, closed="both"),)
 _THRESHOLD = (
     NumberInterval(numbers.Real, 0, None, closed="left"),
     RegistryOptions(thresholds.THRESHOLDS),
@@ -100,8 +87,10 @@ _THRESHOLD = (
 PARAMETERS = (
     Parameter("module", None, (None, callable, torch.nn.Module), "estimator",
               positional=True),
-    Parameter("hidden_layer_sizes", (100,), ("array-like",), "estimator"),
-    Parameter("lr", 0.1, (NumberInterval(numbers.Real, 0, None, closed="neither"),),
+    Parameter("hidden_layer_sizes", (100,),
+              (SequenceOf("a tuple of positive int (the widths of the hidden layers), "
+                          "e.g. (100,)", item=size()),), "estimator"),
+    Parameter("lr", 0.1, (NumberInterval(numbers.Real, 0, FLOAT32_MAX, closed="right"),),
               "optimizer"),
     Parameter("momentum", 0.9, (NumberInterval(numbers.Real, 0, 1, closed="left"),),
               "optimizer"),
@@ -117,8 +106,7 @@ PARAMETERS = (
               component="correction_", build=make_correction),
     Parameter("epsilon", 0.2, _NON_NEGATIVE),
     Parameter("step_size", 0.02, _NON_NEGATIVE),
-    Parameter("max_correction_steps", 10,
-              (NumberInterval(numbers.Integral, 0, None, closed="left"),)),
+    Parameter("max_correction_steps", 10, (count(),)),
     Parameter("clip_value", None,
               (None, NumberInterval(numbers.Real, 0, None, closed="neither"))),
     Parameter("input_bounds", None, (None, tuple, list)),

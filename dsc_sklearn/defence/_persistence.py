@@ -51,6 +51,7 @@ from skorch.history import History
 from ._alarms import check_alarms
 from ._net import LOG_FIELDS
 from ._state import check_like
+from .guards import StepGuard
 from .history import SnapshotBuffer
 
 __all__ = [
@@ -160,6 +161,8 @@ def _load_component_state(net, name, saved, source):
     if component is None:
         return
     state = saved["state"]
+    if isinstance(component, StepGuard):
+        _check_guard_sizes(component, state, source)
     try:
         if isinstance(component, torch.Generator):
             expected = component.get_state()
@@ -179,6 +182,31 @@ def _load_component_state(net, name, saved, source):
             f"{source} holds a state the net's {name} refuses: {exc} Save the "
             "estimator again with save_params."
         ) from exc
+
+
+def _check_guard_sizes(guard, state, source):
+    """Refuse guard rows that are not float32, or more than ``guard`` holds (naming the fix)."""
+    sizes = (("probe", "probe_size", None if isinstance(guard.probe, (tuple, list))
+              else guard.probe_size), ("recent", "recent_size", guard.recent_size))
+    for entry, parameter, size in sizes:
+        rows = state.get(entry) if isinstance(state, dict) else None
+        X = rows.get("X") if isinstance(rows, dict) else None
+        if not isinstance(X, torch.Tensor):
+            continue
+        if X.dtype != torch.float32:
+            # A float64 probe loaded, then failed the first step (a matmul of
+            # Double and Float); found by test_any_forged_entry_is_refused_....
+            raise _corrupt(source, f"its step guard's {entry} rows are {X.dtype}, not the "
+                                   "float32 the estimator trains on")
+        if size is None or len(X) <= size:
+            continue
+        raise ValueError(
+            f"{source} holds a step guard whose {entry} has {len(X)} rows, but this "
+            f"estimator's step_guard has {parameter}={size}. Construct the estimator "
+            f"with StepGuard({parameter}={len(X)}) (the size it was saved with), call "
+            f"load_params, then set_params(step_guard__{parameter}={size}), which "
+            f"keeps {size} of the rows."
+        )
 
 
 # ---------------------------------------------------------------- save side
@@ -238,6 +266,18 @@ def estimator_state(estimator):
 
 # ---------------------------------------------------------------- read side
 
+class _AtTheEnd(ValueError):
+    """A file object read from its end: nothing to read."""
+
+
+def _position(f):
+    """``f.tell()``, or ``None`` for a stream that cannot tell."""
+    try:
+        return f.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def read_checkpoint(f, map_location=None, source="The checkpoint"):
     """The payload of a file written by ``save_params``, read without running code.
 
@@ -274,7 +314,15 @@ def read_checkpoint(f, map_location=None, source="The checkpoint"):
             with open(f, "rb") as file:
                 data = file.read()
         else:
+            position = _position(f)
             data = f.read()
+            if data == b"" and position:
+                raise _AtTheEnd(
+                    f"{source} is a file object at position {position}, its end: "
+                    "there is nothing left to read (save_params leaves a file object "
+                    "at the end of what it wrote). Rewind it with f.seek(0), then "
+                    "call load_params."
+                )
         if not isinstance(data, bytes):
             raise TypeError(f"reading it returned a {type(data).__name__}, not bytes: "
                             "open the file in binary mode ('rb')")
@@ -282,6 +330,8 @@ def read_checkpoint(f, map_location=None, source="The checkpoint"):
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except (FileNotFoundError, PermissionError, MemoryError):
         raise
+    except _AtTheEnd as exc:
+        raise ValueError(str(exc)) from None
     except Exception as exc:
         raise ValueError(
             f"{source} is not a checkpoint written by save_params, or it is "

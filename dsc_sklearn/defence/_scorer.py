@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._classifier import DiscrepancyAwareOnlineClassifier
 from ._params import NumberInterval
@@ -138,6 +138,35 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
         self.threshold = threshold
         self.prefit = prefit
         self.random_state = random_state
+
+    def set_params(self, **params):
+        """Set the parameters; the classifier's own are refused while ``prefit=True``.
+
+        With ``prefit=True`` the scorer holds the user's classifier itself
+        (and so does every clone of it), so a nested parameter
+        (``estimator__lr``) would change that classifier, e.g. from a grid
+        search over a pipeline; it is refused, as
+        :class:`~sklearn.frozen.FrozenEstimator` refuses it.
+
+        Parameters
+        ----------
+        **params : dict
+            Scorer parameters.
+
+        Returns
+        -------
+        self : MemorizationDiscrepancyScorer
+        """
+        nested = sorted(key for key in params if key.startswith("estimator__"))
+        if nested and params.get("prefit", self.prefit):
+            raise ValueError(
+                f"Cannot set {nested} with prefit=True: the scorer (and every clone "
+                "of it) holds the fitted classifier itself, which it never trains, "
+                "and setting its parameters here would change your classifier. Call "
+                "set_params on the classifier directly, or pass it with prefit=False "
+                "to let the scorer train a clone with these parameters."
+            )
+        return super().set_params(**params)
 
     def _used_as_is(self):
         """Whether the classifier is scored with as it is, never trained."""
@@ -283,6 +312,13 @@ class MemorizationDiscrepancyScorer(TransformerMixin, BaseEstimator):
         # scikit-learn estimator does); the classifier then gets the checked
         # array, and its own warning about the missing names would repeat it.
         X = validate_data(self, X, reset=False)
+        if isinstance(self.estimator_, DiscrepancyAwareOnlineClassifier):
+            # Without catch_warnings, which is not thread-safe (it swaps the
+            # process's warning filters), so that transform may run in threads.
+            check_is_fitted(self.estimator_)
+            X = check_array(X, dtype=np.float32, force_writeable=True)
+            scores = self.estimator_._memorization_discrepancy(X, reference=self.reference)
+            return scores.reshape(len(X), -1)
         with warnings.catch_warnings():
             if getattr(self.estimator_, "feature_names_in_", None) is not None:
                 warnings.filterwarnings(

@@ -45,6 +45,7 @@ from sklearn.utils.validation import check_array, column_or_1d
 from torch.nn.functional import cross_entropy
 
 from .._torch import to_device
+from ._constraints import NumberInterval, SequenceOf, count, size
 from .discrepancy import NonFiniteError, memorization_discrepancy, weighted_mean
 
 __all__ = [
@@ -532,16 +533,17 @@ class StepGuard(BaseGuard):
 
     _parameter_constraints = {
         "margin": [Interval(numbers.Real, 0, None, closed="neither")],
-        "window": [Interval(numbers.Integral, 1, None, closed="left")],
-        "warmup": [Interval(numbers.Integral, 0, None, closed="left")],
-        "probe": [StrOptions(set(_PROBES)), tuple, list],
-        "probe_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "window": [size()],
+        "warmup": [count()],
+        "probe": [StrOptions(set(_PROBES)),
+                  SequenceOf("a pair (X, y) of trusted rows and their labels", length=2)],
+        "probe_size": [size()],
         "admit": [StrOptions({"unscaled", "all"})],
-        "recent_size": [Interval(numbers.Integral, 0, None, closed="left")],
+        "recent_size": [count()],
         "rule": [StrOptions(set(_RULES))],
-        "max_halvings": [Interval(numbers.Integral, 0, None, closed="left")],
+        "max_halvings": [count()],
         "optimizer_state": [StrOptions({"scale", "interpolate"})],
-        "random_state": [None, Interval(numbers.Integral, 0, None, closed="left")],
+        "random_state": [None, NumberInterval(numbers.Integral, 0, 2**63 - 1, closed="both")],
     }
 
     def __init__(self, *, margin=2.0, window=50, warmup=10, probe="reservoir",

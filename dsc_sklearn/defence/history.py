@@ -142,6 +142,30 @@ class SnapshotBuffer:
             }
         return self._stacked
 
+    def frozen(self, snapshots=None):
+        """A copy of the buffer for a reader thread: later training does not change it.
+
+        It shares the snapshot tensors (which are never written in place)
+        but has its own list of them and its own cache, so evaluating it
+        writes nothing to this buffer.
+
+        Parameters
+        ----------
+        snapshots : sequence of dict, default=None
+            The snapshots it holds, oldest first; ``None`` takes the ones
+            this buffer holds now.
+
+        Returns
+        -------
+        buffer : SnapshotBuffer
+        """
+        frozen = SnapshotBuffer(self.history_size, self.snapshot_every)
+        frozen.n_steps_ = self.n_steps_
+        # tuple() of a deque copies it in one step, with the GIL held.
+        frozen._snapshots = deque(tuple(self._snapshots) if snapshots is None else snapshots,
+                                  maxlen=self.history_size)
+        return frozen
+
     def resize(self, history_size):
         """Keep at most ``history_size`` snapshots from now on (newest kept)."""
         self.history_size = history_size

@@ -236,13 +236,16 @@ def test_the_old_correction_base_is_deprecated_and_still_receives_the_net():
 
 def test_set_params_with_an_equal_policy_keeps_the_calibration():
     # As for any scikit-learn parameter, an equal value is no change; a
-    # policy of another configuration starts a fresh calibration.
+    # policy of another configuration is a new object that keeps what the
+    # old one learned (retuning, issue 19).
     X, y = _data()
     clf = _classifier(correction="drop", threshold=AutoThreshold(warmup=2)).fit(X, y)
     calibrated = clf.net_.threshold_policy_
     clf.set_params(threshold=AutoThreshold(warmup=2)).partial_fit(X[:BATCH], y[:BATCH])
     assert clf.net_.threshold_policy_ is calibrated
     assert calibrated.n_updates_ == len(X) // BATCH + 1
+    n_updates = calibrated.n_updates_
     clf.set_params(threshold=AutoThreshold(warmup=3)).partial_fit(X[:BATCH], y[:BATCH])
     assert clf.net_.threshold_policy_ is not calibrated
-    assert clf.net_.threshold_policy_.n_updates_ == 1
+    assert clf.net_.threshold_policy_.warmup == 3
+    assert clf.net_.threshold_policy_.n_updates_ == n_updates + 1

@@ -7,7 +7,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..._pgd import signed_steps
-from ...defence._params import NumberInterval
+from ...defence._constraints import NumberInterval
 from ._base import _BUDGET_CONSTRAINTS, _OBJECTIVES, PoisoningAttack, _budget, _StreamRandomMixin
 from ._victim import (
     _cosine_sum,

@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from ...defence._params import NumberInterval
+from ...defence._constraints import NumberInterval
 from ._accumulative import AccumulativePoisoningAttack
 from ._victim import _as_float_array, _guarded, _trial_call, _validation_loss, _Victim
 

@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
-from ...defence._params import NumberInterval
+from ...defence._constraints import NumberInterval
 from ._victim import _as_float_array
 
 #: The objectives of the accumulative attack's stream batches.
