@@ -36,7 +36,7 @@ def encode_labels(classes, y, *, name="y", hint=""):
     >>> encode_labels([0, 1], [1, 2])
     Traceback (most recent call last):
         ...
-    ValueError: Labels [2] of y are not among the classes [0, 1].
+    ValueError: y holds labels [2] that are not among the classes [0, 1].
     """
     classes, y = np.asarray(classes), np.asarray(y)
     try:
@@ -48,6 +48,6 @@ def encode_labels(classes, y, *, name="y", hint=""):
         known = np.zeros(len(y), bool)
     if not known.all():
         unknown = sorted(set(y[~known].tolist()), key=str)
-        raise ValueError(f"Labels {unknown} of {name} are not among the classes "
+        raise ValueError(f"{name} holds labels {unknown} that are not among the classes "
                          f"{classes.tolist()}.{' ' + hint if hint else ''}")
     return codes.astype(np.int64)

@@ -28,6 +28,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from .._labels import encode_labels
 from .._torch import call_with_state, eval_mode, to_device
 from ._alarms import MAX_ALARMS, announce, interventions, record_interventions
 from ._net import LOG_FIELDS, DiscrepancyAwareNet, check_logits
@@ -870,20 +871,9 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _encode(self, y):
-        if _integer_labels(y) and y.dtype.kind == self.classes_.dtype.kind:
-            # Fast path: one binary search instead of two sorts of y.
-            encoded = np.searchsorted(self.classes_, y)
-            if (self.classes_.take(encoded, mode="clip") == y).all():
-                return encoded.astype(np.int64)
-        unknown = np.setdiff1d(np.unique(y), self.classes_)
-        if unknown.size:
-            raise ValueError(
-                f"y holds labels {unknown.tolist()} that are not in the classes "
-                f"{self.classes_.tolist()}. Pass every "
-                "label the stream can carry with classes= on the first "
-                "partial_fit call, or refit."
-            )
-        return np.searchsorted(self.classes_, y).astype(np.int64)
+        return encode_labels(self.classes_, y, hint=(
+            "Pass every label the stream can carry with classes= on the first "
+            "partial_fit call, or refit."))
 
     def _resolve_device(self):
         """The torch device the ``device`` parameter names now."""

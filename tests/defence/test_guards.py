@@ -327,7 +327,8 @@ def test_a_trusted_probe_is_encoded_and_never_changes():
     assert torch.equal(guard.probe_.X, torch.as_tensor(X_probe))
     assert guard.probe_.y.tolist() == y[:30].tolist()
     assert all(math.isfinite(record["step_discrepancy"]) for record in clf.stream_log_)
-    with pytest.raises(ValueError, match=r"\['z'\] of the step guard's probe y are not among"):
+    with pytest.raises(ValueError,
+                       match=r"the step guard's probe y holds labels \['z'\] that are not"):
         DiscrepancyAwareOnlineClassifier(step_guard=StepGuard(probe=(X_probe, ["z"] * 30))
                                          ).partial_fit(X, labels[y], classes=labels)
 

@@ -339,7 +339,7 @@ def test_bad_parameters_raise(victim, batches, params, message):
 def test_bad_inputs_raise(victim, batches):
     (Xt, yt), (Xv, yv) = batches["trigger"], batches["val"]
     attack = AccumulativePoisoningAttack()
-    with pytest.raises(ValueError, match=r"Labels \[10\] of X_trigger are not among"):
+    with pytest.raises(ValueError, match=r"X_trigger holds labels \[10\] that are not among"):
         attack.craft_trigger(victim, Xt, np.full_like(yt, 10), Xv, yv)
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         attack.craft_trigger(victim, Xt, yt[:-1], Xv, yv)
