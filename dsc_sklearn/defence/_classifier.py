@@ -1,5 +1,6 @@
 """DiscrepancyAwareOnlineClassifier: the scikit-learn shell around the net."""
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -33,7 +34,13 @@ from .._torch import call_with_state, eval_mode, to_device
 from ._alarms import MAX_ALARMS, announce, interventions, record_interventions
 from ._net import LOG_FIELDS, DiscrepancyAwareNet, check_logits
 from ._params import DEFENCE_PARAMETERS, PARAMETERS, estimator_init
-from ._persistence import estimator_state, load_estimator_state, read_checkpoint
+from ._persistence import (
+    checked_state,
+    estimator_state,
+    load_net_state,
+    read_checkpoint,
+    warn_about_params,
+)
 from ._serving import private_module
 from .discrepancy import REFERENCES, NonFiniteError
 from .modules import MLP
@@ -447,9 +454,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             The fitted estimator.
         """
         self._validate_params()
-        previous = {name: vars(self)[name] for name in _FITTED_ATTRIBUTES if name in vars(self)}
-        self._reset()
-        try:
+        with self._rebuilding():
             X, y = validate_data(
                 self, X, y, dtype=np.float32, force_writeable=True, reset=True
             )
@@ -465,11 +470,6 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 for _ in range(self.max_epochs):
                     self._partial_fit(X, y, classes, sample_weight)
                 self._bound_history()
-        except BaseException:
-            # KeyboardInterrupt included: the previous model, not a half-trained one.
-            self._reset()
-            vars(self).update(previous)
-            raise
         return self
 
     @_serialised
@@ -681,6 +681,25 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
             # Copies: a list edited in place must compare unequal next time.
             self._validated_live_params = {name: copy.copy(value) if isinstance(value, list)
                                            else value for name, value in params.items()}
+
+    @contextlib.contextmanager
+    def _rebuilding(self):
+        """Build the model anew in the block; a failure puts the previous one back.
+
+        ``fit`` and ``load_params`` replace the fitted attributes wholesale,
+        so references to the previous ones are their undo (KeyboardInterrupt
+        included: the previous model, never a half-built one). A
+        ``partial_fit`` call writes the model in place and captures copies
+        instead (:meth:`_begin_call`).
+        """
+        previous = {name: vars(self)[name] for name in _FITTED_ATTRIBUTES if name in vars(self)}
+        self._reset()
+        try:
+            yield
+        except BaseException:
+            self._reset()
+            vars(self).update(previous)
+            raise
 
     def _reset(self):
         for attribute in _FITTED_ATTRIBUTES:
@@ -1142,7 +1161,20 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                   else "The checkpoint")
         payload = read_checkpoint(f, map_location=device, source=source)
         with self._writing():
-            load_estimator_state(self, payload, source)
+            state = checked_state(self, payload, source)
+            with self._rebuilding():
+                self.classes_ = state.classes
+                self.n_features_in_ = state.n_features
+                if state.feature_names is not None:
+                    self.feature_names_in_ = np.asarray(state.feature_names, dtype=object)
+                self._initialize(np.zeros((2, state.n_features), dtype=np.float32))
+                load_net_state(self.net_, state.net, source, state.changed)
+                for name, value in state.counters.items():
+                    setattr(self, name + "_", value)
+                self.stream_log_.extend(state.stream_log)
+                self.alarms_.extend(state.alarms)
+                self.last_flagged_ = state.last_flagged
+            warn_about_params(state.changed, source)
             self._bound_history()
         return self
 

@@ -45,6 +45,7 @@ import zipfile
 from collections import deque
 
 import numpy as np
+from sklearn.utils import Bunch
 import torch
 from skorch.history import History
 
@@ -57,9 +58,11 @@ from .history import SnapshotBuffer
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "checked_state",
     "estimator_state",
-    "load_estimator_state",
+    "load_net_state",
     "read_checkpoint",
+    "warn_about_params",
 ]
 
 #: Value of the ``format`` entry of a checkpoint.
@@ -534,7 +537,7 @@ def _changed_params(estimator, saved):
             if name in current and saved[name] != current[name]}
 
 
-def _warn_about_params(changed, source):
+def warn_about_params(changed, source):
     if changed:
         listed = ", ".join(f"{name}={old!r} (now {new!r})"
                            for name, (old, new) in sorted(changed.items()))
@@ -629,7 +632,7 @@ def _checked_history(rows, source):
     return History(rows)
 
 
-def _load_net_state(net, saved, source, changed):
+def load_net_state(net, saved, source, changed):
     if not isinstance(saved, dict) or set(saved) != {"module", "optimizer", "history", "state"}:
         raise _corrupt(source, "its net entry is not {'module', 'optimizer', 'history', "
                                "'state'}")
@@ -648,11 +651,10 @@ def _load_net_state(net, saved, source, changed):
     net.history = history
 
 
-def load_estimator_state(estimator, payload, source="The checkpoint"):
-    """Make ``estimator`` the fitted classifier saved in ``payload``.
+def checked_state(estimator, payload, source="The checkpoint"):
+    """Check every entry of ``payload`` before any of it is loaded into ``estimator``.
 
-    Every entry is checked; whatever is wrong raises a :class:`ValueError`
-    that names it, and the estimator is then left exactly as it was. The
+    Whatever is wrong raises a :class:`ValueError` that names it. The
     configuration (parameters, the components' settings, the optimizer's
     hyper-parameters) is always the estimator's own: the payload only
     brings learned state.
@@ -661,7 +663,7 @@ def load_estimator_state(estimator, payload, source="The checkpoint"):
     ----------
     estimator : DiscrepancyAwareOnlineClassifier
         Constructed with the parameters of the saved estimator; fitted or
-        not. Left as it was when loading fails.
+        not (a fitted one must have the saved classes and features).
     payload : dict
         What :func:`estimator_state` returned, e.g. read back with
         :func:`read_checkpoint`.
@@ -670,7 +672,11 @@ def load_estimator_state(estimator, payload, source="The checkpoint"):
 
     Returns
     -------
-    estimator : DiscrepancyAwareOnlineClassifier
+    state : Bunch
+        ``classes``, ``n_features``, ``feature_names``, ``counters``,
+        ``stream_log``, ``alarms``, ``last_flagged``, ``net`` (the net's
+        entry, for :func:`load_net_state`) and ``changed`` (the parameters
+        that differ from the saved ones, for :func:`warn_about_params`).
     """
     _check_payload(payload, source)
     classes = _checked_classes(payload["classes"], source)
@@ -683,24 +689,7 @@ def load_estimator_state(estimator, payload, source="The checkpoint"):
         raise _corrupt(source, f"its alarms entry is wrong: {problem}")
     last_flagged = _checked_last_flagged(payload["last_flagged"], source)
     _check_matches_fitted(estimator, classes, n_features, source)
-    changed = _changed_params(estimator, payload["params"])
-    before = dict(estimator.__dict__)
-    try:
-        estimator._reset()
-        estimator.classes_ = classes
-        estimator.n_features_in_ = n_features
-        if feature_names is not None:
-            estimator.feature_names_in_ = np.asarray(feature_names, dtype=object)
-        estimator._initialize(np.zeros((2, n_features), dtype=np.float32))
-        _load_net_state(estimator.net_, payload["net"], source, changed)
-        for name, value in counters.items():
-            setattr(estimator, name + "_", value)
-        estimator.stream_log_.extend(stream_log)
-        estimator.alarms_.extend(alarms)
-        estimator.last_flagged_ = last_flagged
-    except BaseException:
-        estimator.__dict__.clear()
-        estimator.__dict__.update(before)
-        raise
-    _warn_about_params(changed, source)
-    return estimator
+    return Bunch(classes=classes, n_features=n_features, feature_names=feature_names,
+                 counters=counters, stream_log=stream_log, alarms=alarms,
+                 last_flagged=last_flagged, net=payload["net"],
+                 changed=_changed_params(estimator, payload["params"]))
