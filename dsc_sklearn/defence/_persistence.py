@@ -30,7 +30,7 @@ configuration.
 Loading never trusts the file. :func:`read_checkpoint` checks the zip
 archive (every record's CRC-32) before :func:`torch.load` reads it, so an
 empty, truncated or corrupt file is a :class:`ValueError` that chains the
-original error; :func:`load_estimator_state` checks every entry (types,
+original error; :func:`checked_state` checks every entry (types,
 counts, shapes and dtypes against the module's state dict, the optimizer's
 parameters) before the estimator changes, so a forged file is refused with
 a :class:`ValueError` that names the entry, and the estimator is left as
@@ -300,7 +300,7 @@ def read_checkpoint(f, map_location=None, source="The checkpoint"):
     Returns
     -------
     payload : object
-        What the file holds; :func:`load_estimator_state` checks it.
+        What the file holds; :func:`checked_state` checks it.
 
     Raises
     ------
