@@ -33,6 +33,7 @@ from .protocol import (
     run_stream_protocol,
 )
 from .report import ST_BASELINE_ATTACKS, adaptive_results, attack_results, drift_results, stream_results
+from ..defence.guards import CumulativeGuard, StepGuard
 from ..defence.modules import SmallCNN
 from ..defence.thresholds import linear_schedule
 
@@ -74,6 +75,10 @@ DEFENCES = {
     # Per-sample DSC against the rolling snapshot buffer: the 0.1 default.
     "DSC": {"correction": "dsc", "step_guard": None},
     "guard+DSC": {"correction": "dsc", "step_guard": "auto"},
+    # The per-step check alone, and with the bound on the last 5 accepted
+    # steps (issue 21; docs/ablations.md, fourth round).
+    "guard": {"correction": "none", "step_guard": StepGuard()},
+    "guard+cum": {"correction": "none", "step_guard": CumulativeGuard()},
     "DSC-default": {},
 }
 

@@ -1,0 +1,131 @@
+"""What a guard costs while a model learns from scratch (issue 21, item 2).
+
+A user trains ``DiscrepancyAwareOnlineClassifier`` from scratch with a guard
+on from the first ``partial_fit``: digits (64 features in ``[0, 1]``, a
+stratified 70/30 split per seed), ``--passes`` passes over the training rows
+in shuffled batches of 100, one torch thread. The learning cost of a guard
+is the test accuracy of the same model with every defence off
+(``step_guard=None``) minus the guard's, seed by seed. Run it from the
+repository root::
+
+    python benchmarks/learning_cost.py --guards off default --seeds 3
+    python benchmarks/learning_cost.py --guards off default chain --models cnn \
+        --json /tmp/learning.json
+
+Each run prints one line (accuracy, steps the guards pulled back, rewinds,
+CPU seconds); the summary gives the mean accuracy and the mean and worst
+learning cost per model and guard. ``GUARDS`` holds every candidate that
+docs/ablations.md's fourth round names.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from functools import partial
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+from dsc_sklearn.defence.guards import CumulativeGuard, GuardChain, StepGuard
+from dsc_sklearn.defence.modules import SmallCNN
+
+__all__ = ["GUARDS", "MODELS", "learning_run", "main"]
+
+#: The guards by name: ``step_guard=`` of each candidate (a callable, so
+#: that every run gets a fresh guard).
+GUARDS = {
+    "off": lambda: None,
+    "default": lambda: "auto",
+    "step": lambda: StepGuard(),
+    "chain": lambda: GuardChain([StepGuard(), CumulativeGuard()]),
+    "cum": lambda: CumulativeGuard(),
+}
+
+#: The models by name: the estimator's ``module`` (``None``: the MLP 128-128).
+MODELS = {
+    "mlp": None,
+    "cnn": partial(SmallCNN, image_shape=(1, 8, 8)),
+}
+
+
+def _guard_counts(guard):
+    """``(steps pulled back, rewinds)`` summed over a guard or a chain."""
+    guards = getattr(guard, "guards_", [guard]) if guard is not None else []
+    scaled = sum(getattr(g, "n_scaled_", 0) for g in guards)
+    rewinds = sum(getattr(g, "n_rewinds_", 0) for g in guards)
+    return scaled, rewinds
+
+
+def learning_run(model, guard, seed, passes=5, batch_size=100):
+    """Train from scratch with ``guard`` on from the first call; return a record."""
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.3, stratify=y, random_state=seed)
+    clf = DiscrepancyAwareOnlineClassifier(
+        MODELS[model], hidden_layer_sizes=(128, 128), input_bounds=(0.0, 1.0),
+        batch_size=batch_size, step_guard=GUARDS[guard](), random_state=seed)
+    rng = np.random.default_rng(seed)
+    start = time.process_time()
+    for _ in range(passes):
+        order = rng.permutation(len(X_train))
+        for first in range(0, len(order), batch_size):
+            rows = order[first:first + batch_size]
+            clf.partial_fit(X_train[rows], y_train[rows], classes=np.arange(10))
+    cpu = time.process_time() - start
+    scaled, rewinds = _guard_counts(clf.step_guard_)
+    return {"model": model, "guard": guard, "seed": seed, "passes": passes,
+            "accuracy": float(clf.score(X_test, y_test)), "n_steps": clf.n_batches_seen_,
+            "n_scaled": scaled, "n_rewinds": rewinds, "cpu_s": cpu}
+
+
+def summary(records):
+    """Mean accuracy and mean (worst) learning cost per model and guard, in pt."""
+    off = {(r["model"], r["seed"]): r["accuracy"] for r in records if r["guard"] == "off"}
+    lines = ["| model | guard | accuracy | learning cost (worst) | pulled back | rewinds |",
+             "|---|---|---|---|---|---|"]
+    keys = sorted({(r["model"], r["guard"]) for r in records})
+    for model, guard in keys:
+        runs = [r for r in records if r["model"] == model and r["guard"] == guard]
+        accuracy = 100 * statistics.mean(r["accuracy"] for r in runs)
+        costs = [100 * (off[model, r["seed"]] - r["accuracy"]) for r in runs
+                 if (model, r["seed"]) in off]
+        cost = f"{statistics.mean(costs):.1f} ({max(costs):.1f})" if costs else "n/a"
+        scaled = "/".join(str(r["n_scaled"]) for r in runs)
+        rewinds = "/".join(str(r["n_rewinds"]) for r in runs)
+        lines.append(f"| {model} | {guard} | {accuracy:.1f} | {cost} | {scaled} of "
+                     f"{runs[0]['n_steps']} | {rewinds} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--guards", nargs="+", default=["off", "default"],
+                        choices=list(GUARDS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--json", help="write every run's record to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    records = []
+    for model in args.models:
+        for guard in args.guards:
+            for seed in range(args.seeds):
+                record = learning_run(model, guard, seed, passes=args.passes)
+                records.append(record)
+                print(json.dumps(record), flush=True)
+    print(summary(records))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+    return records
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)
