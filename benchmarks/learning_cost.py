@@ -44,6 +44,11 @@ GUARDS = {
     "step": lambda: StepGuard(),
     "chain": lambda: GuardChain([StepGuard(), CumulativeGuard()]),
     "cum": lambda: CumulativeGuard(),
+    "cum-wharm": lambda: CumulativeGuard(step_harm="window"),
+    "cum-wharm-k3": lambda: CumulativeGuard(step_harm="window", k=3),
+    "cum-wharm-k10": lambda: CumulativeGuard(step_harm="window", k=10),
+    # Measures every step and never acts: the same seeds' control for "off".
+    "observe": lambda: StepGuard(margin=1e9),
 }
 
 #: The models by name: the estimator's ``module`` (``None``: the MLP 128-128).
@@ -54,10 +59,10 @@ MODELS = {
 
 
 def _guard_counts(guard):
-    """``(steps pulled back, rewinds)`` summed over a guard or a chain."""
+    """``(steps pulled back, windows pulled back)`` summed over a guard or a chain."""
     guards = getattr(guard, "guards_", [guard]) if guard is not None else []
     scaled = sum(getattr(g, "n_scaled_", 0) for g in guards)
-    rewinds = sum(getattr(g, "n_rewinds_", 0) for g in guards)
+    rewinds = sum(getattr(g, "n_pulled_back_", 0) for g in guards)
     return scaled, rewinds
 
 
@@ -78,16 +83,16 @@ def learning_run(model, guard, seed, passes=5, batch_size=100):
             rows = order[first:first + batch_size]
             clf.partial_fit(X_train[rows], y_train[rows], classes=np.arange(10))
     cpu = time.process_time() - start
-    scaled, rewinds = _guard_counts(clf.step_guard_)
+    scaled, windows = _guard_counts(clf.step_guard_)
     return {"model": model, "guard": guard, "seed": seed, "passes": passes,
             "accuracy": float(clf.score(X_test, y_test)), "n_steps": clf.n_batches_seen_,
-            "n_scaled": scaled, "n_rewinds": rewinds, "cpu_s": cpu}
+            "n_scaled": scaled, "n_windows": windows, "cpu_s": cpu}
 
 
 def summary(records):
     """Mean accuracy and mean (worst) learning cost per model and guard, in pt."""
     off = {(r["model"], r["seed"]): r["accuracy"] for r in records if r["guard"] == "off"}
-    lines = ["| model | guard | accuracy | learning cost (worst) | pulled back | rewinds |",
+    lines = ["| model | guard | accuracy | learning cost (worst) | steps pulled back | windows pulled back |",
              "|---|---|---|---|---|---|"]
     keys = sorted({(r["model"], r["guard"]) for r in records})
     for model, guard in keys:
@@ -97,9 +102,9 @@ def summary(records):
                  if (model, r["seed"]) in off]
         cost = f"{statistics.mean(costs):.1f} ({max(costs):.1f})" if costs else "n/a"
         scaled = "/".join(str(r["n_scaled"]) for r in runs)
-        rewinds = "/".join(str(r["n_rewinds"]) for r in runs)
+        windows = "/".join(str(r["n_windows"]) for r in runs)
         lines.append(f"| {model} | {guard} | {accuracy:.1f} | {cost} | {scaled} of "
-                     f"{runs[0]['n_steps']} | {rewinds} |")
+                     f"{runs[0]['n_steps']} | {windows} |")
     return "\n".join(lines)
 
 

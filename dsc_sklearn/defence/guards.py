@@ -643,7 +643,7 @@ class StepGuard(BaseGuard):
                 )
             if math.isnan(step.step_discrepancy):  # a guard before it in a chain measured first
                 step.step_discrepancy = discrepancy
-            decision = self.judge(discrepancy, loss_change, recent_change)
+            decision = self._judge_step(discrepancy, loss_change, recent_change, after)
             if decision.acts:
                 alpha, after, after_recent = self._pull_back(context, decision)
                 decision = dataclasses.replace(decision, scale=alpha)
@@ -698,6 +698,10 @@ class StepGuard(BaseGuard):
         harmful = self.rule == "bound" or (loss_change > 0 and recent_change > 0)
         return GuardDecision(type(self).__name__, discrepancy, self.bound(),
                              loss_change, harmful)
+
+    def _judge_step(self, discrepancy, loss_change, recent_change, after):
+        """:meth:`judge` on what :meth:`after_step` measured (``after``: the probe's logits)."""
+        return self.judge(discrepancy, loss_change, recent_change)
 
     def accepts(self, discrepancy, loss_change, bound):
         """Whether a pulled-back step is acceptable: within the bound (and harmless under ``"strict"``)."""
@@ -918,6 +922,13 @@ class CumulativeGuard(StepGuard):
         Number of recent clean windows the median is taken over.
     min_windows : int, default=3
         Clean windows needed before the window bound applies.
+    step_harm : {"step", "window"}, default="step"
+        When the per-step check counts a step as harmful: ``"step"``, when
+        it raised the probe's loss (as :class:`StepGuard`); ``"window"``,
+        when it raised the probe's loss **and** left it above its level
+        ``k`` accepted steps before, so that the overshoots of a model that
+        is still learning (a step that raises the loss a little after
+        steps that lowered it more) pass, and enter the calibration.
     margin, window, warmup, probe, probe_size, admit, recent_size, rule, \
 max_halvings, optimizer_state, random_state
         As in :class:`StepGuard`; ``warmup``, ``rule`` (``"harmful"``,
@@ -971,10 +982,11 @@ max_halvings, optimizer_state, random_state
         "cumulative_margin": [Interval(numbers.Real, 0, None, closed="neither")],
         "cumulative_window": [Interval(numbers.Integral, 1, None, closed="left")],
         "min_windows": [Interval(numbers.Integral, 1, None, closed="left")],
+        "step_harm": [StrOptions({"step", "window"})],
     }
 
     def __init__(self, *, k=5, cumulative_margin=2.0, cumulative_window=50, min_windows=3,
-                 margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
+                 step_harm="step", margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
                  admit="unscaled", recent_size=0, rule="harmful", max_halvings=4,
                  optimizer_state="scale", random_state=None):
         super().__init__(margin=margin, window=window, warmup=warmup, probe=probe,
@@ -985,6 +997,7 @@ max_halvings, optimizer_state, random_state
         self.cumulative_margin = cumulative_margin
         self.cumulative_window = cumulative_window
         self.min_windows = min_windows
+        self.step_harm = step_harm
 
     def start(self, context):
         """Start the per-step check, with an empty ring of past models.
@@ -1049,6 +1062,35 @@ max_halvings, optimizer_state, random_state
         self.last_cumulative_decision_ = decision
 
     # ------------------------------------------------------------ decision
+
+    def judge(self, discrepancy, loss_change, recent_change=math.inf, window_change=math.inf):
+        """Decide about one step, by :meth:`StepGuard.judge`'s rule and ``step_harm``.
+
+        Parameters
+        ----------
+        discrepancy, loss_change, recent_change
+            As in :meth:`StepGuard.judge`.
+        window_change : float, default=inf
+            The probe-loss change since the model ``k`` accepted steps
+            before the step (``step_harm="window"`` only counts a step as
+            harmful when it is positive); the default counts only the step.
+
+        Returns
+        -------
+        decision : GuardDecision
+        """
+        decision = super().judge(discrepancy, loss_change, recent_change)
+        if self.step_harm == "window" and self.rule != "bound" and window_change <= 0:
+            decision = dataclasses.replace(decision, harmful=False)
+        return decision
+
+    def _judge_step(self, discrepancy, loss_change, recent_change, after):
+        window_change = math.inf
+        if self.step_harm == "window" and self.ring_:
+            # The step's model against the one k accepted steps before it.
+            base = self.ring_[max(0, len(self.ring_) - self.k)]
+            window_change = self._window_changes(base["logits"], after)[1]
+        return self.judge(discrepancy, loss_change, recent_change, window_change)
 
     def cumulative_bound(self):
         """The bound the next window's ``D_k`` is held to.

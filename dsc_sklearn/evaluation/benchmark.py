@@ -79,6 +79,10 @@ DEFENCES = {
     # steps (issue 21; docs/ablations.md, fourth round).
     "guard": {"correction": "none", "step_guard": StepGuard()},
     "guard+cum": {"correction": "none", "step_guard": CumulativeGuard()},
+    "guard+cum-wharm": {"correction": "none",
+                        "step_guard": CumulativeGuard(step_harm="window")},
+    "guard+cum10-wharm": {"correction": "none",
+                          "step_guard": CumulativeGuard(k=10, step_harm="window")},
     "DSC-default": {},
 }
 

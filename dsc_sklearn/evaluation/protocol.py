@@ -44,6 +44,7 @@ from .attacks import (
     MultiBatchTriggerAttack,
     SlowPoisoningAttack,
     UniformNoiseAttack,
+    WindowAwarePoisoningAttack,
 )
 
 __all__ = [
@@ -65,6 +66,7 @@ _ATTACK_CLASSES = {
     "noise": UniformNoiseAttack,
     "guard_aware": GuardAwarePoisoningAttack,
     "multi_trigger": MultiBatchTriggerAttack,
+    "window_aware": WindowAwarePoisoningAttack,
     "slow": SlowPoisoningAttack,
     "discrepancy_aware": DiscrepancyAwarePoisoningAttack,
     "label_flip": LabelFlipAttack,
@@ -73,12 +75,12 @@ _ATTACK_CLASSES = {
 
 #: Attacks :func:`run_stream_protocol` knows by name.
 ATTACKS = ("accumulative", "trigger_only", "noise", "none", "guard_aware", "multi_trigger",
-           "slow", "discrepancy_aware", "label_flip", "gradient_ascent")
+           "window_aware", "slow", "discrepancy_aware", "label_flip", "gradient_ascent")
 
 #: The attacks that adapt to the defence, and the baselines that plan nothing
 #: ahead, of the "Adaptive attacks" table: named attacks of :data:`ATTACKS`.
-ADAPTIVE_ATTACKS = ("guard_aware", "multi_trigger", "slow", "discrepancy_aware",
-                    "label_flip", "gradient_ascent")
+ADAPTIVE_ATTACKS = ("guard_aware", "multi_trigger", "window_aware", "slow",
+                    "discrepancy_aware", "label_flip", "gradient_ascent")
 
 #: Benign drifts of :func:`run_drift_protocol` and their default final strength:
 #: noise standard deviation, brightness offset, translation in pixels.

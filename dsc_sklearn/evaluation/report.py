@@ -144,6 +144,9 @@ ATTACK_LEGENDS = {
                    "trigger is the one that hurts most after the guard's pull-back",
     "multi_trigger": "guard_aware with the trigger split over 4 consecutive batches, each "
                      "crafted on the model the previous one left",
+    "window_aware": "guard_aware with the trigger spread over 12 consecutive batches, "
+                    "more than a cumulative guard's window, each as large as every check "
+                    "of the guard lets pass unscaled",
     "slow": "the accumulative attack with a small budget (L∞ 0.1) over a long horizon "
             "(200 poisoned batches)",
     "discrepancy_aware": "the accumulative attack keeping each poisoned row (the batch mean "
