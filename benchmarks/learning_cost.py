@@ -47,6 +47,10 @@ GUARDS = {
     "cum-wharm": lambda: CumulativeGuard(step_harm="window"),
     "cum-wharm-k3": lambda: CumulativeGuard(step_harm="window", k=3),
     "cum-wharm-k10": lambda: CumulativeGuard(step_harm="window", k=10),
+    # The window harm rule on the per-step check alone (no window bound).
+    "wharm-only": lambda: CumulativeGuard(step_harm="window", cumulative_margin=None),
+    "wharm-only-k10": lambda: CumulativeGuard(step_harm="window", k=10,
+                                              cumulative_margin=None),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

@@ -915,9 +915,10 @@ class CumulativeGuard(StepGuard):
     ----------
     k : int, default=5
         Accepted steps per window.
-    cumulative_margin : float, default=2.0
+    cumulative_margin : float or None, default=2.0
         The window bound is ``cumulative_margin`` times the median ``D_k``
-        of recent clean windows.
+        of recent clean windows; ``None`` bounds no window (the ring then
+        serves ``step_harm="window"`` only).
     cumulative_window : int, default=50
         Number of recent clean windows the median is taken over.
     min_windows : int, default=3
@@ -979,7 +980,7 @@ max_halvings, optimizer_state, random_state
     _parameter_constraints = {
         **StepGuard._parameter_constraints,
         "k": [Interval(numbers.Integral, 1, None, closed="left")],
-        "cumulative_margin": [Interval(numbers.Real, 0, None, closed="neither")],
+        "cumulative_margin": [None, Interval(numbers.Real, 0, None, closed="neither")],
         "cumulative_window": [Interval(numbers.Integral, 1, None, closed="left")],
         "min_windows": [Interval(numbers.Integral, 1, None, closed="left")],
         "step_harm": [StrOptions({"step", "window"})],
@@ -1099,10 +1100,12 @@ max_halvings, optimizer_state, random_state
         -------
         bound : float
             ``cumulative_margin`` times the median of the clean windows'
-            ``D_k``, or ``inf`` during the first ``warmup`` steps and while
-            fewer than ``min_windows`` clean windows were seen.
+            ``D_k``, or ``inf`` during the first ``warmup`` steps, while
+            fewer than ``min_windows`` clean windows were seen and with
+            ``cumulative_margin=None``.
         """
-        if self.n_steps_ <= self.warmup or len(self.cumulative_window_) < self.min_windows:
+        if (self.cumulative_margin is None or self.n_steps_ <= self.warmup
+                or len(self.cumulative_window_) < self.min_windows):
             return math.inf
         return self.cumulative_margin * statistics.median(self.cumulative_window_)
 

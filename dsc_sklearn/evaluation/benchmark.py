@@ -83,6 +83,10 @@ DEFENCES = {
                         "step_guard": CumulativeGuard(step_harm="window")},
     "guard+cum10-wharm": {"correction": "none",
                           "step_guard": CumulativeGuard(k=10, step_harm="window")},
+    # The window harm rule on the per-step check alone (no window bound).
+    "guard-wharm10": {"correction": "none",
+                      "step_guard": CumulativeGuard(k=10, step_harm="window",
+                                                    cumulative_margin=None)},
     "DSC-default": {},
 }
 

@@ -780,3 +780,32 @@ def test_invalid_cumulative_parameters_are_refused_at_the_first_fit(params):
     clf = DiscrepancyAwareOnlineClassifier(step_guard=CumulativeGuard(**params))
     with pytest.raises(ValueError, match="CumulativeGuard"):
         clf.partial_fit(X, y, classes=range(N_CLASSES))
+
+
+def test_window_harm_lets_an_overshoot_pass_that_the_step_rule_pulls_back():
+    # A step that raises the probe loss but leaves it below its level k
+    # steps before is harmless under step_harm="window", harmful otherwise.
+    decisions = {}
+    for harm in ("step", "window"):
+        guard = CumulativeGuard(k=3, warmup=0, step_harm=harm, cumulative_margin=None)
+        guard.start(_net(None).guard_context())
+        guard.window_.append(1e-6)
+        guard.n_steps_ = 1  # past the warm-up
+        decisions[harm] = [guard.judge(1.0, 0.1, window_change=change)
+                           for change in (-0.2, 0.05)]
+    assert [d.acts for d in decisions["step"]] == [True, True]
+    assert [d.acts for d in decisions["window"]] == [False, True]
+
+
+def test_window_harm_still_pulls_back_a_step_that_unlearns_the_probe():
+    net = _net(CumulativeGuard(k=3, warmup=3, step_harm="window", cumulative_margin=None,
+                               probe=_data(BATCH, seed=9)))
+    guard = net.step_guard_
+    _train(net, 8)
+    assert guard.cumulative_bound() == math.inf and guard.n_pulled_back_ == 0
+    # A rotated batch at a large learning rate: the loss rises above its
+    # level three steps before, so the step is harmful and pulled back.
+    net.configure(lr=2.0)
+    net.train_step(_harmful_batch())
+    decision = guard.last_decision_
+    assert decision.harmful and decision.acts and decision.scale < 1
