@@ -51,6 +51,14 @@ GUARDS = {
     "wharm-only": lambda: CumulativeGuard(step_harm="window", cumulative_margin=None),
     "wharm-only-k10": lambda: CumulativeGuard(step_harm="window", k=10,
                                               cumulative_margin=None),
+    # Exempt only the overshoots of a model whose probe loss fell by 10 % /
+    # 20 % over the 10 steps up to the step.
+    "wharm-only-k10-drop10": lambda: CumulativeGuard(step_harm="window", k=10,
+                                                     learning_drop=0.1,
+                                                     cumulative_margin=None),
+    "wharm-only-k10-drop20": lambda: CumulativeGuard(step_harm="window", k=10,
+                                                     learning_drop=0.2,
+                                                     cumulative_margin=None),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

@@ -930,6 +930,12 @@ class CumulativeGuard(StepGuard):
         ``k`` accepted steps before, so that the overshoots of a model that
         is still learning (a step that raises the loss a little after
         steps that lowered it more) pass, and enter the calibration.
+    learning_drop : float, default=0.0
+        With ``step_harm="window"``, the relative fall of the probe's loss
+        over the ``k`` steps up to and including a step, ``(L_{t-k} -
+        L_t) / L_{t-k}``, that makes a step harmless: ``0`` exempts every
+        step that leaves the loss below its level ``k`` steps before; a
+        larger value only the steps of a model that is learning fast.
     margin, window, warmup, probe, probe_size, admit, recent_size, rule, \
 max_halvings, optimizer_state, random_state
         As in :class:`StepGuard`; ``warmup``, ``rule`` (``"harmful"``,
@@ -984,10 +990,11 @@ max_halvings, optimizer_state, random_state
         "cumulative_window": [Interval(numbers.Integral, 1, None, closed="left")],
         "min_windows": [Interval(numbers.Integral, 1, None, closed="left")],
         "step_harm": [StrOptions({"step", "window"})],
+        "learning_drop": [Interval(numbers.Real, 0, 1, closed="left")],
     }
 
     def __init__(self, *, k=5, cumulative_margin=2.0, cumulative_window=50, min_windows=3,
-                 step_harm="step", margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
+                 step_harm="step", learning_drop=0.0, margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
                  admit="unscaled", recent_size=0, rule="harmful", max_halvings=4,
                  optimizer_state="scale", random_state=None):
         super().__init__(margin=margin, window=window, warmup=warmup, probe=probe,
@@ -999,6 +1006,7 @@ max_halvings, optimizer_state, random_state
         self.cumulative_window = cumulative_window
         self.min_windows = min_windows
         self.step_harm = step_harm
+        self.learning_drop = learning_drop
 
     def start(self, context):
         """Start the per-step check, with an empty ring of past models.
@@ -1072,16 +1080,18 @@ max_halvings, optimizer_state, random_state
         discrepancy, loss_change, recent_change
             As in :meth:`StepGuard.judge`.
         window_change : float, default=inf
-            The probe-loss change since the model ``k`` accepted steps
-            before the step (``step_harm="window"`` only counts a step as
-            harmful when it is positive); the default counts only the step.
+            The relative probe-loss change since the model ``k`` accepted
+            steps before the step, ``(L_t - L_{t-k}) / L_{t-k}``
+            (``step_harm="window"`` counts a step as harmless when it is at
+            most ``-learning_drop``); the default counts only the step.
 
         Returns
         -------
         decision : GuardDecision
         """
         decision = super().judge(discrepancy, loss_change, recent_change)
-        if self.step_harm == "window" and self.rule != "bound" and window_change <= 0:
+        if (self.step_harm == "window" and self.rule != "bound"
+                and window_change <= -self.learning_drop):
             decision = dataclasses.replace(decision, harmful=False)
         return decision
 
@@ -1089,8 +1099,13 @@ max_halvings, optimizer_state, random_state
         window_change = math.inf
         if self.step_harm == "window" and self.ring_:
             # The step's model against the one k accepted steps before it.
-            base = self.ring_[max(0, len(self.ring_) - self.k)]
-            window_change = self._window_changes(base["logits"], after)[1]
+            base = self.ring_[max(0, len(self.ring_) - self.k)]["logits"]
+            probe = _Probe(self.probe_.X, self.probe_.y, self.probe_.weight)
+            probe.logits = base
+            change = probe.changes(after)[1]
+            level = (probe._loss_of_logits() if probe.weight is None else weighted_mean(
+                cross_entropy(base, probe.y, reduction="none"), probe.weight))
+            window_change = float(change / level.clamp_min(1e-12))
         return self.judge(discrepancy, loss_change, recent_change, window_change)
 
     def cumulative_bound(self):

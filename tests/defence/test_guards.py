@@ -774,7 +774,8 @@ def test_the_cumulative_guard_composes_in_a_chain():
 
 
 @pytest.mark.parametrize("params", [{"k": 0}, {"cumulative_margin": 0.0},
-                                    {"min_windows": 0}, {"cumulative_window": 0}])
+                                    {"min_windows": 0}, {"cumulative_window": 0},
+                                    {"step_harm": "trend"}, {"learning_drop": 1.0}])
 def test_invalid_cumulative_parameters_are_refused_at_the_first_fit(params):
     X, y = _data(BATCH)
     clf = DiscrepancyAwareOnlineClassifier(step_guard=CumulativeGuard(**params))
@@ -795,6 +796,13 @@ def test_window_harm_lets_an_overshoot_pass_that_the_step_rule_pulls_back():
                            for change in (-0.2, 0.05)]
     assert [d.acts for d in decisions["step"]] == [True, True]
     assert [d.acts for d in decisions["window"]] == [False, True]
+    # learning_drop: only a loss that fell by that fraction exempts the step.
+    guard = CumulativeGuard(k=3, warmup=0, step_harm="window", learning_drop=0.3)
+    guard.start(_net(None).guard_context())
+    guard.window_.append(1e-6)
+    guard.n_steps_ = 1
+    assert [guard.judge(1.0, 0.1, window_change=change).acts
+            for change in (-0.5, -0.2)] == [False, True]
 
 
 def test_window_harm_still_pulls_back_a_step_that_unlearns_the_probe():
