@@ -6,14 +6,15 @@ stratified 70/30 split per seed), ``--passes`` passes over the training rows
 in shuffled batches of 100, one torch thread. The learning cost of a guard
 is the test accuracy of the same model with every defence off
 (``step_guard=None``) minus the guard's, seed by seed. Run it from the
-repository root::
+repository root (``PYTHONPATH=.`` where another checkout is installed)::
 
     python benchmarks/learning_cost.py --guards off default --seeds 3
-    python benchmarks/learning_cost.py --guards off default chain --models cnn \
-        --json /tmp/learning.json
+    python benchmarks/learning_cost.py --guards off default cum --models cnn \
+        --seeds 6 --json /tmp/learning.json
 
-Each run prints one line (accuracy, steps the guards pulled back, rewinds,
-CPU seconds); the summary gives the mean accuracy and the mean and worst
+Each run prints one line (accuracy, steps the guards pulled back, windows a
+:class:`~dsc_sklearn.defence.guards.CumulativeGuard` pulled back, CPU
+seconds); the summary gives the mean accuracy and the mean and worst
 learning cost per model and guard. ``GUARDS`` holds every candidate that
 docs/ablations.md's fourth round names.
 """
@@ -31,7 +32,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.defence.guards import CumulativeGuard, GuardChain, StepGuard
+from dsc_sklearn.defence.guards import CumulativeGuard, StepGuard
 from dsc_sklearn.defence.modules import SmallCNN
 
 __all__ = ["GUARDS", "MODELS", "learning_run", "main"]
@@ -41,8 +42,6 @@ __all__ = ["GUARDS", "MODELS", "learning_run", "main"]
 GUARDS = {
     "off": lambda: None,
     "default": lambda: "auto",
-    "step": lambda: StepGuard(),
-    "chain": lambda: GuardChain([StepGuard(), CumulativeGuard()]),
     "cum": lambda: CumulativeGuard(),
     "cum-wharm": lambda: CumulativeGuard(step_harm="window"),
     "cum-wharm-k3": lambda: CumulativeGuard(step_harm="window", k=3),
@@ -74,8 +73,8 @@ def _guard_counts(guard):
     """``(steps pulled back, windows pulled back)`` summed over a guard or a chain."""
     guards = getattr(guard, "guards_", [guard]) if guard is not None else []
     scaled = sum(getattr(g, "n_scaled_", 0) for g in guards)
-    rewinds = sum(getattr(g, "n_pulled_back_", 0) for g in guards)
-    return scaled, rewinds
+    windows = sum(getattr(g, "n_pulled_back_", 0) for g in guards)
+    return scaled, windows
 
 
 def learning_run(model, guard, seed, passes=5, batch_size=100):
