@@ -58,6 +58,10 @@ GUARDS = {
     "wharm-only-k10-drop20": lambda: CumulativeGuard(step_harm="window", k=10,
                                                      learning_drop=0.2,
                                                      cumulative_margin=None),
+    # The window rule only while the probe loss is above half of ln K.
+    "wharm-only-k10-level50": lambda: CumulativeGuard(step_harm="window", k=10,
+                                                      window_harm_level=0.5,
+                                                      cumulative_margin=None),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

@@ -936,6 +936,12 @@ class CumulativeGuard(StepGuard):
         L_t) / L_{t-k}``, that makes a step harmless: ``0`` exempts every
         step that leaves the loss below its level ``k`` steps before; a
         larger value only the steps of a model that is learning fast.
+    window_harm_level : float or None, default=None
+        With ``step_harm="window"``, apply the window rule only while the
+        probe's loss before the step is above ``window_harm_level`` times
+        ``ln(n_classes)`` (the loss of a model that knows nothing): a model
+        still far from trained; below it, the step rule. ``None`` applies
+        the window rule at every step.
     margin, window, warmup, probe, probe_size, admit, recent_size, rule, \
 max_halvings, optimizer_state, random_state
         As in :class:`StepGuard`; ``warmup``, ``rule`` (``"harmful"``,
@@ -991,10 +997,12 @@ max_halvings, optimizer_state, random_state
         "min_windows": [Interval(numbers.Integral, 1, None, closed="left")],
         "step_harm": [StrOptions({"step", "window"})],
         "learning_drop": [Interval(numbers.Real, 0, 1, closed="left")],
+        "window_harm_level": [None, Interval(numbers.Real, 0, None, closed="left")],
     }
 
     def __init__(self, *, k=5, cumulative_margin=2.0, cumulative_window=50, min_windows=3,
-                 step_harm="step", learning_drop=0.0, margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
+                 step_harm="step", learning_drop=0.0, window_harm_level=None,
+                 margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
                  admit="unscaled", recent_size=0, rule="harmful", max_halvings=4,
                  optimizer_state="scale", random_state=None):
         super().__init__(margin=margin, window=window, warmup=warmup, probe=probe,
@@ -1007,6 +1015,7 @@ max_halvings, optimizer_state, random_state
         self.min_windows = min_windows
         self.step_harm = step_harm
         self.learning_drop = learning_drop
+        self.window_harm_level = window_harm_level
 
     def start(self, context):
         """Start the per-step check, with an empty ring of past models.
@@ -1097,7 +1106,7 @@ max_halvings, optimizer_state, random_state
 
     def _judge_step(self, discrepancy, loss_change, recent_change, after):
         window_change = math.inf
-        if self.step_harm == "window" and self.ring_:
+        if self.step_harm == "window" and self.ring_ and self._learning():
             # The step's model against the one k accepted steps before it.
             base = self.ring_[max(0, len(self.ring_) - self.k)]["logits"]
             probe = _Probe(self.probe_.X, self.probe_.y, self.probe_.weight)
@@ -1107,6 +1116,15 @@ max_halvings, optimizer_state, random_state
                 cross_entropy(base, probe.y, reduction="none"), probe.weight))
             window_change = float(change / level.clamp_min(1e-12))
         return self.judge(discrepancy, loss_change, recent_change, window_change)
+
+    def _learning(self):
+        """Whether the window rule applies: the probe's loss is above ``window_harm_level``."""
+        if self.window_harm_level is None:
+            return True
+        logits, y, weight = self.probe_.logits, self.probe_.y, self.probe_.weight
+        loss = (cross_entropy(logits, y) if weight is None else weighted_mean(
+            cross_entropy(logits, y, reduction="none"), weight))
+        return float(loss) > self.window_harm_level * math.log(logits.shape[1])
 
     def cumulative_bound(self):
         """The bound the next window's ``D_k`` is held to.

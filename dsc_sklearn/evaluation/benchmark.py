@@ -87,6 +87,10 @@ DEFENCES = {
     "guard-wharm10": {"correction": "none",
                       "step_guard": CumulativeGuard(k=10, step_harm="window",
                                                     cumulative_margin=None)},
+    "guard-wharm10-level50": {"correction": "none",
+                              "step_guard": CumulativeGuard(k=10, step_harm="window",
+                                                            window_harm_level=0.5,
+                                                            cumulative_margin=None)},
     "DSC-default": {},
 }
 
