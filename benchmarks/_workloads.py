@@ -60,12 +60,17 @@ CONFIGS = {
     "default": dict(),
     # The per-step check with the bound on the last k accepted steps (issue 21).
     "cumulative": dict(step_guard=CumulativeGuard()),
+    # The per-step check with the window harm rule while the probe loss is
+    # above half of ln K (issue 21, item 2).
+    "window-harm": dict(step_guard=CumulativeGuard(k=10, step_harm="window",
+                                                   window_harm_level=0.5,
+                                                   cumulative_margin=None)),
     "dsc-without-flags": dict(correction="dsc", threshold=1e9, step_guard=None),
     "dsc-auto": dict(correction="dsc", threshold="auto", step_guard=None),
     "dsc-with-correction": dict(correction="dsc", threshold=0.0, step_guard=None),
 }
 #: The cases that calibrate something online and need the full warm-up.
-CALIBRATED = ("default", "cumulative", "dsc-auto")
+CALIBRATED = ("default", "cumulative", "window-harm", "dsc-auto")
 _DEFAULTS = DiscrepancyAwareOnlineClassifier().get_params()
 #: Every configuration, the torch loop first.
 CASES = ("raw", *CONFIGS)

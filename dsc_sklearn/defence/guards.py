@@ -917,8 +917,9 @@ class CumulativeGuard(StepGuard):
         Accepted steps per window.
     cumulative_margin : float or None, default=2.0
         The window bound is ``cumulative_margin`` times the median ``D_k``
-        of recent clean windows; ``None`` bounds no window (the ring then
-        serves ``step_harm="window"`` only).
+        of recent clean windows; ``None`` bounds no window: the ring keeps
+        only the probe logits of the last ``k`` models, for
+        ``step_harm="window"``, and there is no window decision.
     cumulative_window : int, default=50
         Number of recent clean windows the median is taken over.
     min_windows : int, default=3
@@ -1051,8 +1052,8 @@ max_halvings, optimizer_state, random_state
         if len(self.ring_) > self.k:
             self.ring_.popleft()
         self.ring_.append(self._snapshot(context, current, scaled=step.step_scale < 1.0))
-        if len(self.ring_) < 2:
-            return
+        if len(self.ring_) < 2 or self.cumulative_margin is None:
+            return  # no window yet, or no window bound
         base = self.ring_[0]
         discrepancy, loss_change = self._window_changes(base["logits"], current)
         if not (math.isfinite(discrepancy) and math.isfinite(loss_change)):
@@ -1185,9 +1186,14 @@ max_halvings, optimizer_state, random_state
                 logits = logits.index_put((index,), current[index])
             entry["logits"] = logits  # a new tensor: a saved state_dict stays valid
 
-    @staticmethod
-    def _snapshot(context, logits, scaled):
-        """A ring entry: the weights, the optimizer's state, the probe's logits."""
+    def _snapshot(self, context, logits, scaled):
+        """A ring entry: the weights, the optimizer's state, the probe's logits.
+
+        Without a window bound (``cumulative_margin=None``) nothing is ever
+        rewound, so the entry keeps the logits alone.
+        """
+        if self.cumulative_margin is None:
+            return {"params": [], "state": [], "logits": logits, "scaled": bool(scaled)}
         parameters = context.parameters
         position = {id(param): i for i, param in enumerate(parameters)}
         keys, tensors = _state_items(context.optimizer)

@@ -817,3 +817,30 @@ def test_window_harm_still_pulls_back_a_step_that_unlearns_the_probe():
     net.train_step(_harmful_batch())
     decision = guard.last_decision_
     assert decision.harmful and decision.acts and decision.scale < 1
+
+
+def test_without_a_window_bound_the_ring_keeps_logits_only():
+    net = _net(CumulativeGuard(k=3, warmup=3, step_harm="window", cumulative_margin=None))
+    _train(net, 6)
+    guard = net.step_guard_
+    assert len(guard.ring_) == 4 and guard.cumulative_bound() == math.inf
+    assert all(entry["params"] == [] and entry["state"] == [] for entry in guard.ring_)
+    assert [d.guard for d in guard.decisions()] == ["CumulativeGuard"]
+    restored = pickle.loads(pickle.dumps(guard))
+    assert len(restored.ring_) == 4
+
+
+def test_the_window_rule_waits_for_the_probe_loss_to_pass_its_level():
+    # Above the level (a model that knows little) the window rule spares a
+    # step that leaves the loss below its level k steps before; below it the
+    # step rule judges, so the same step is harmful.
+    net = _net(CumulativeGuard(k=3, warmup=3, step_harm="window", cumulative_margin=None,
+                               window_harm_level=0.0))
+    _train(net, 6)
+    guard = net.step_guard_
+    current = guard.probe_.logits  # lower loss than 3 steps before: the blobs are learned
+    decision = guard._judge_step(1.0, 0.1, math.inf, current)
+    assert not decision.harmful
+    guard.window_harm_level = 10.0  # far above the loss: the step rule judges
+    decision = guard._judge_step(1.0, 0.1, math.inf, current)
+    assert decision.harmful and decision.acts
