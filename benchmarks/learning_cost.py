@@ -62,6 +62,10 @@ GUARDS = {
     "wharm-only-k10-level50": lambda: CumulativeGuard(step_harm="window", k=10,
                                                       window_harm_level=0.5,
                                                       cumulative_margin=None),
+    # The same with the window bound (k = 5 and 10).
+    "cum-wharm-level50": lambda: CumulativeGuard(step_harm="window", window_harm_level=0.5),
+    "cum-wharm-k10-level50": lambda: CumulativeGuard(step_harm="window", k=10,
+                                                     window_harm_level=0.5),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

@@ -1122,10 +1122,11 @@ max_halvings, optimizer_state, random_state
         """Whether the window rule applies: the probe's loss is above ``window_harm_level``."""
         if self.window_harm_level is None:
             return True
-        logits, y, weight = self.probe_.logits, self.probe_.y, self.probe_.weight
-        loss = (cross_entropy(logits, y) if weight is None else weighted_mean(
-            cross_entropy(logits, y, reduction="none"), weight))
-        return float(loss) > self.window_harm_level * math.log(logits.shape[1])
+        probe = self.probe_
+        # The loss before the step: cached by the per-step check's measurement.
+        loss = (probe._loss_of_logits() if probe.weight is None else weighted_mean(
+            cross_entropy(probe.logits, probe.y, reduction="none"), probe.weight))
+        return float(loss) > self.window_harm_level * math.log(probe.logits.shape[1])
 
     def cumulative_bound(self):
         """The bound the next window's ``D_k`` is held to.
