@@ -13,6 +13,9 @@ training configuration:
 - ``default``: every default, which is ``correction="none"`` and
   ``step_guard="auto"``: the step guard alone (a 256-row probe evaluated
   after each optimizer step, one host synchronisation per batch);
+- ``cumulative``: ``step_guard=CumulativeGuard()``, the step guard with the
+  bound on the displacement of the last 5 accepted steps (the ring of past
+  weights, optimizer states and probe logits it keeps);
 - ``dsc-without-flags``: DSC with ``threshold=1e9`` and no guard, which
   computes the discrepancy and flags nothing;
 - ``dsc-auto``: DSC with ``threshold="auto"`` and no guard (the defaults of
@@ -39,6 +42,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+from dsc_sklearn.defence.guards import CumulativeGuard
 from dsc_sklearn.defence.modules import MLP, SmallCNN
 
 QUICK = os.environ.get("DSC_BENCH_QUICK") == "1"
@@ -54,12 +58,19 @@ PLAIN = dict(correction="none", step_guard=None)
 CONFIGS = {
     "none": dict(PLAIN),
     "default": dict(),
+    # The per-step check with the bound on the last k accepted steps (issue 21).
+    "cumulative": dict(step_guard=CumulativeGuard()),
+    # The per-step check with the window harm rule while the probe loss is
+    # above half of ln K (issue 21, item 2).
+    "window-harm": dict(step_guard=CumulativeGuard(k=10, step_harm="window",
+                                                   window_harm_level=0.5,
+                                                   cumulative_margin=None)),
     "dsc-without-flags": dict(correction="dsc", threshold=1e9, step_guard=None),
     "dsc-auto": dict(correction="dsc", threshold="auto", step_guard=None),
     "dsc-with-correction": dict(correction="dsc", threshold=0.0, step_guard=None),
 }
 #: The cases that calibrate something online and need the full warm-up.
-CALIBRATED = ("default", "dsc-auto")
+CALIBRATED = ("default", "cumulative", "window-harm", "dsc-auto")
 _DEFAULTS = DiscrepancyAwareOnlineClassifier().get_params()
 #: Every configuration, the torch loop first.
 CASES = ("raw", *CONFIGS)

@@ -208,6 +208,11 @@ class Step:
         nothing.
     trained : bool
         Whether the optimizer stepped.
+    rewound : bool
+        Whether a guard pulled back the displacement of several steps, not
+        only this one's (:class:`~dsc_sklearn.defence.guards.CumulativeGuard`);
+        its ``step_scale`` is then the fraction of that displacement kept,
+        0 for a rewind to the weights of ``k`` steps ago.
     non_finite : torch.Tensor or None
         Set by :meth:`~DiscrepancyAwareNet.record`: a 0-d float tensor on
         the device, 1 when the gate statistics, the loss or the weights
@@ -235,6 +240,7 @@ class Step:
     sample_weight_train: torch.Tensor = None
     weight_total: float = None
     trained: bool = False
+    rewound: bool = False
     non_finite: torch.Tensor = None
 
     def __post_init__(self):

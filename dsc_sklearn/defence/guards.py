@@ -50,6 +50,7 @@ from .discrepancy import NonFiniteError, memorization_discrepancy, weighted_mean
 
 __all__ = [
     "BaseGuard",
+    "CumulativeGuard",
     "GuardChain",
     "GuardContext",
     "GuardDecision",
@@ -646,7 +647,7 @@ class StepGuard(BaseGuard):
                 )
             if math.isnan(step.step_discrepancy):  # a guard before it in a chain measured first
                 step.step_discrepancy = discrepancy
-            decision = self.judge(discrepancy, loss_change, recent_change)
+            decision = self._judge_step(discrepancy, loss_change, recent_change, after)
             if decision.acts:
                 alpha, after, after_recent = self._pull_back(context, decision)
                 decision = dataclasses.replace(decision, scale=alpha)
@@ -701,6 +702,10 @@ class StepGuard(BaseGuard):
         harmful = self.rule == "bound" or (loss_change > 0 and recent_change > 0)
         return GuardDecision(type(self).__name__, discrepancy, self.bound(),
                              loss_change, harmful)
+
+    def _judge_step(self, discrepancy, loss_change, recent_change, after):
+        """:meth:`judge` on what :meth:`after_step` measured (``after``: the probe's logits)."""
+        return self.judge(discrepancy, loss_change, recent_change)
 
     def accepts(self, discrepancy, loss_change, bound):
         """Whether a pulled-back step is acceptable: within the bound (and harmless under ``"strict"``)."""
@@ -766,14 +771,15 @@ class StepGuard(BaseGuard):
         """Let the batch's rows into the recent rows, and into the probe if it trained.
 
         Rows of weight 0 enter neither (they are not trained on); the others
-        enter with their weight.
+        enter with their weight. Returns the probe's slots that took a new
+        row (a :class:`CumulativeGuard` fills its cached logits there).
         """
         if weight is not None:
             positive = weight.gt(0).nonzero().squeeze(1)
             if len(positive) < len(X):
                 X, y, weight = X[positive], y[positive], weight[positive]
         if not len(X):
-            return
+            return []
         placements = []
         if self.recent_size:
             slots, rows = _ring_slots(self.n_seen_recent_, len(X), self.recent_size)
@@ -789,7 +795,7 @@ class StepGuard(BaseGuard):
             self.n_seen_ += len(X)
         placements = [placement for placement in placements if placement[2]]
         if not placements:
-            return
+            return []
         # One forward pass for the rows of both probes.
         union = sorted({row for *_, rows in placements for row in rows})
         position = {row: i for i, row in enumerate(union)}
@@ -804,6 +810,7 @@ class StepGuard(BaseGuard):
             index = to_device([position[row] for row in rows], X.device)
             probe.place(X_new[index], y_new[index], logits_new[index], slots,
                         None if weight_new is None else weight_new[index])
+        return next((slots for probe, slots, _ in placements if probe is self.probe_), [])
 
     # -------------------------------------------------------------- state
 
@@ -871,6 +878,458 @@ class StepGuard(BaseGuard):
         """Move the probes to ``device`` in place; return ``self``."""
         self.probe_.to(device)
         self.recent_.to(device)
+        return self
+
+
+class CumulativeGuard(StepGuard):
+    """Bound each step, and what the last ``k`` accepted steps did together.
+
+    A per-step bound cannot stop damage that arrives as several steps, each
+    just under it. This guard is a :class:`StepGuard` (every parameter of
+    which it takes, with the same meaning and defaults) that, after the
+    per-step check, also compares the model with the one ``k`` accepted
+    steps back, on the same probe and from cached logits (no old model is
+    evaluated again):
+
+        ``D_k = mean_{x in probe} KL(p_{t-k}(x) || p_t(x))``
+
+    with the probe-loss change ``dL_k`` over the same steps. ``D_k`` is held
+    to ``cumulative_margin`` times the median ``D_k`` of recent clean
+    windows: one window per step (overlapping), counted only when none of
+    its steps was pulled back, so the calibration works for every ``k``
+    and a sustained attack cannot ramp it up. The bound applies after
+    ``warmup`` steps and ``min_windows`` clean windows. When ``D_k``
+    exceeds it and the probe's loss rose over the window, the accumulated
+    displacement is pulled back: the parameters become ``theta_{t-k} +
+    alpha * (theta_t - theta_{t-k})`` with ``alpha = sqrt(bound / D_k)``,
+    halved until within the bound (``max_halvings`` times at most), the
+    optimizer's state follows as in :class:`StepGuard`, and then the model
+    is rewound to the weights and optimizer state of ``k`` accepted steps
+    ago (``alpha = 0``). The step is marked (``step.rewound``), its
+    ``step_scale`` multiplied by ``alpha``, and the window restarts from
+    ``theta_{t-k}``.
+
+    A row that entered the probe during the window has no logits from the
+    older model: it counts with the logits it had when it entered, so it
+    adds only the drift since then (the ring of cached logits is filled at
+    its slot). Refused batches do not move the model and are not counted
+    as steps of the window.
+
+    Parameters
+    ----------
+    k : int, default=5
+        Accepted steps per window.
+    cumulative_margin : float or None, default=2.0
+        The window bound is ``cumulative_margin`` times the median ``D_k``
+        of recent clean windows; ``None`` bounds no window: the ring keeps
+        only the probe logits of the last ``k`` models, for
+        ``step_harm="window"``, and there is no window decision.
+    cumulative_window : int, default=50
+        Number of recent clean windows the median is taken over.
+    min_windows : int, default=3
+        Clean windows needed before the window bound applies.
+    step_harm : {"step", "window"}, default="step"
+        When the per-step check counts a step as harmful: ``"step"``, when
+        it raised the probe's loss (as :class:`StepGuard`); ``"window"``,
+        when it raised the probe's loss **and** left it above its level
+        ``k`` accepted steps before, so that the overshoots of a model that
+        is still learning (a step that raises the loss a little after
+        steps that lowered it more) pass, and enter the calibration.
+    learning_drop : float, default=0.0
+        With ``step_harm="window"``, the relative fall of the probe's loss
+        over the ``k`` steps up to and including a step, ``(L_{t-k} -
+        L_t) / L_{t-k}``, that makes a step harmless: ``0`` exempts every
+        step that leaves the loss below its level ``k`` steps before; a
+        larger value only the steps of a model that is learning fast.
+    window_harm_level : float or None, default=None
+        With ``step_harm="window"``, apply the window rule only while the
+        probe's loss before the step is above ``window_harm_level`` times
+        ``ln(n_classes)`` (the loss of a model that knows nothing): a model
+        still far from trained; below it, the step rule. ``None`` applies
+        the window rule at every step.
+    margin, window, warmup, probe, probe_size, admit, recent_size, rule, \
+max_halvings, optimizer_state, random_state
+        As in :class:`StepGuard`; ``warmup``, ``rule`` (``"harmful"``,
+        ``"bound"`` or ``"strict"`` on the window's ``D_k`` and ``dL_k``),
+        ``max_halvings`` and ``optimizer_state`` apply to the window check
+        too. The window's harm is judged on the probe alone.
+
+    Attributes
+    ----------
+    n_steps_, n_scaled_, n_refused_, window_
+        As in :class:`StepGuard` (the per-step check).
+    n_pulled_back_ : int
+        Windows whose displacement was pulled back (rewinds included).
+    n_rewinds_ : int
+        Rewinds to the weights and optimizer state of ``k`` steps ago.
+    cumulative_window_ : collections.deque of float
+        ``D_k`` of recent clean windows.
+    last_decision_ : GuardDecision or None
+        The per-step decision about the last step.
+    last_cumulative_decision_ : GuardDecision or None
+        The window decision about the last step (guard
+        ``"CumulativeGuard.window"``); ``None`` while no window exists
+        (fewer than two accepted steps, or a refused batch).
+
+    See Also
+    --------
+    StepGuard : The per-step check alone.
+    GuardChain : Runs several guards around each step.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+    >>> from dsc_sklearn.defence.guards import CumulativeGuard
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = DiscrepancyAwareOnlineClassifier(
+    ...     step_guard=CumulativeGuard(k=3, warmup=3), random_state=0)
+    >>> for start in range(0, 1000, 100):
+    ...     clf = clf.partial_fit(X[start:start + 100] / 16, y[start:start + 100],
+    ...                           classes=range(10))
+    >>> guard = clf.step_guard_
+    >>> len(guard.cumulative_window_), guard.cumulative_bound() < float("inf")
+    (7, True)
+    >>> [decision.guard for decision in guard.decisions()]
+    ['CumulativeGuard', 'CumulativeGuard.window']
+    """
+
+    _parameter_constraints = {
+        **StepGuard._parameter_constraints,
+        "k": [Interval(numbers.Integral, 1, None, closed="left")],
+        "cumulative_margin": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "cumulative_window": [Interval(numbers.Integral, 1, None, closed="left")],
+        "min_windows": [Interval(numbers.Integral, 1, None, closed="left")],
+        "step_harm": [StrOptions({"step", "window"})],
+        "learning_drop": [Interval(numbers.Real, 0, 1, closed="left")],
+        "window_harm_level": [None, Interval(numbers.Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, *, k=5, cumulative_margin=2.0, cumulative_window=50, min_windows=3,
+                 step_harm="step", learning_drop=0.0, window_harm_level=None,
+                 margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
+                 admit="unscaled", recent_size=0, rule="harmful", max_halvings=4,
+                 optimizer_state="scale", random_state=None):
+        super().__init__(margin=margin, window=window, warmup=warmup, probe=probe,
+                         probe_size=probe_size, admit=admit, recent_size=recent_size,
+                         rule=rule, max_halvings=max_halvings,
+                         optimizer_state=optimizer_state, random_state=random_state)
+        self.k = k
+        self.cumulative_margin = cumulative_margin
+        self.cumulative_window = cumulative_window
+        self.min_windows = min_windows
+        self.step_harm = step_harm
+        self.learning_drop = learning_drop
+        self.window_harm_level = window_harm_level
+
+    def start(self, context):
+        """Start the per-step check, with an empty ring of past models.
+
+        Parameters
+        ----------
+        context : GuardContext
+
+        Returns
+        -------
+        self : CumulativeGuard
+        """
+        super().start(context)
+        self.ring_ = deque()
+        self.cumulative_window_ = deque(maxlen=self.cumulative_window)
+        self.n_pulled_back_ = self.n_rewinds_ = 0
+        self.last_cumulative_decision_ = None
+        return self
+
+    def after_step(self, context, step):
+        """The per-step check, then the window's: pull back or rewind if it must.
+
+        Multiplies ``step.step_scale`` by the fraction of the window's
+        displacement kept and sets ``step.rewound`` when it pulls back.
+        """
+        super().after_step(context, step)
+        placed = self.__dict__.pop("_placed", [])
+        self.last_cumulative_decision_ = None
+        if not len(self.probe_) or step.step_scale == 0.0:
+            return  # a refused batch: the model did not move
+        current = self.probe_.logits
+        self._fill(placed, current)
+        if len(self.ring_) > self.k:
+            self.ring_.popleft()
+        self.ring_.append(self._snapshot(context, current, scaled=step.step_scale < 1.0))
+        if len(self.ring_) < 2 or self.cumulative_margin is None:
+            return  # no window yet, or no window bound
+        base = self.ring_[0]
+        discrepancy, loss_change = self._window_changes(base["logits"], current)
+        if not (math.isfinite(discrepancy) and math.isfinite(loss_change)):
+            raise NonFiniteError(
+                "The cumulative guard measured a non-finite window (discrepancy "
+                f"{discrepancy}, probe loss change {loss_change}): a step made the "
+                "model's outputs NaN or infinite."
+            )
+        decision = self.judge_window(discrepancy, loss_change)
+        if decision.acts:
+            alpha, after, after_recent = self._pull_back_window(context, decision, base)
+            decision = dataclasses.replace(decision, scale=alpha)
+            step.step_scale *= alpha
+            step.rewound = True
+            self.n_pulled_back_ += 1
+            self.n_rewinds_ += alpha == 0.0
+            self.probe_.logits = after
+            if after_recent is not None:
+                self.recent_.logits = after_recent
+            self.ring_ = deque([base] if alpha == 0.0
+                               else [base, self._snapshot(context, after, scaled=True)])
+        elif len(self.ring_) == self.k + 1 and not any(
+                entry["scaled"] for entry in list(self.ring_)[1:]):
+            self.cumulative_window_.append(discrepancy)
+        self.last_cumulative_decision_ = decision
+
+    # ------------------------------------------------------------ decision
+
+    def judge(self, discrepancy, loss_change, recent_change=math.inf, window_change=math.inf):
+        """Decide about one step, by :meth:`StepGuard.judge`'s rule and ``step_harm``.
+
+        Parameters
+        ----------
+        discrepancy, loss_change, recent_change
+            As in :meth:`StepGuard.judge`.
+        window_change : float, default=inf
+            The relative probe-loss change since the model ``k`` accepted
+            steps before the step, ``(L_t - L_{t-k}) / L_{t-k}``
+            (``step_harm="window"`` counts a step as harmless when it is at
+            most ``-learning_drop``); the default counts only the step.
+
+        Returns
+        -------
+        decision : GuardDecision
+        """
+        decision = super().judge(discrepancy, loss_change, recent_change)
+        if (self.step_harm == "window" and self.rule != "bound"
+                and window_change <= -self.learning_drop):
+            decision = dataclasses.replace(decision, harmful=False)
+        return decision
+
+    def _judge_step(self, discrepancy, loss_change, recent_change, after):
+        window_change = math.inf
+        if self.step_harm == "window" and self.ring_ and self._learning():
+            # The step's model against the one k accepted steps before it.
+            base = self.ring_[max(0, len(self.ring_) - self.k)]["logits"]
+            probe = _Probe(self.probe_.X, self.probe_.y, self.probe_.weight)
+            probe.logits = base
+            change = probe.changes(after)[1]
+            level = (probe._loss_of_logits() if probe.weight is None else weighted_mean(
+                cross_entropy(base, probe.y, reduction="none"), probe.weight))
+            window_change = float(change / level.clamp_min(1e-12))
+        return self.judge(discrepancy, loss_change, recent_change, window_change)
+
+    def _learning(self):
+        """Whether the window rule applies: the probe's loss is above ``window_harm_level``."""
+        if self.window_harm_level is None:
+            return True
+        probe = self.probe_
+        # The loss before the step: cached by the per-step check's measurement.
+        loss = (probe._loss_of_logits() if probe.weight is None else weighted_mean(
+            cross_entropy(probe.logits, probe.y, reduction="none"), probe.weight))
+        return float(loss) > self.window_harm_level * math.log(probe.logits.shape[1])
+
+    def cumulative_bound(self):
+        """The bound the next window's ``D_k`` is held to.
+
+        Returns
+        -------
+        bound : float
+            ``cumulative_margin`` times the median of the clean windows'
+            ``D_k``, or ``inf`` during the first ``warmup`` steps, while
+            fewer than ``min_windows`` clean windows were seen and with
+            ``cumulative_margin=None``.
+        """
+        if (self.cumulative_margin is None or self.n_steps_ <= self.warmup
+                or len(self.cumulative_window_) < self.min_windows):
+            return math.inf
+        return self.cumulative_margin * statistics.median(self.cumulative_window_)
+
+    def judge_window(self, discrepancy, loss_change):
+        """Decide whether the window is too large and harmful, by this guard's rule.
+
+        Parameters
+        ----------
+        discrepancy : float
+            ``D_k``: the mean KL between the model ``k`` accepted steps back
+            and the current one, on the probe.
+        loss_change : float
+            The probe-loss change over the same steps.
+
+        Returns
+        -------
+        decision : GuardDecision
+            Guard ``"CumulativeGuard.window"``; its ``acts`` says whether
+            the window's displacement must be pulled back.
+        """
+        harmful = self.rule == "bound" or loss_change > 0
+        return GuardDecision(f"{type(self).__name__}.window", discrepancy,
+                             self.cumulative_bound(), loss_change, harmful)
+
+    def decisions(self):
+        """The per-step decision and the window decision about the last step."""
+        window = self.__dict__.get("last_cumulative_decision_")
+        return super().decisions() + ([] if window is None else [window])
+
+    # --------------------------------------------------------------- ring
+
+    def _add_rows(self, context, X, y, trained, weight=None):
+        self._placed = super()._add_rows(context, X, y, trained, weight)
+        return self._placed
+
+    def _fill(self, slots, current):
+        """Give the rows that entered the probe their current logits in every past entry."""
+        index = to_device(slots, current.device) if slots else None
+        for entry in self.ring_:
+            logits = entry["logits"]
+            if len(logits) < len(current):
+                logits = torch.cat((logits, current[len(logits):]))
+            if index is not None:
+                logits = logits.index_put((index,), current[index])
+            entry["logits"] = logits  # a new tensor: a saved state_dict stays valid
+
+    def _snapshot(self, context, logits, scaled):
+        """A ring entry: the weights, the optimizer's state, the probe's logits.
+
+        Without a window bound (``cumulative_margin=None``) nothing is ever
+        rewound, so the entry keeps the logits alone.
+        """
+        if self.cumulative_margin is None:
+            return {"params": [], "state": [], "logits": logits, "scaled": bool(scaled)}
+        parameters = context.parameters
+        position = {id(param): i for i, param in enumerate(parameters)}
+        keys, tensors = _state_items(context.optimizer)
+        return {
+            "params": [param.detach().clone() for param in parameters],
+            "state": [[position[id(param)], name, tensor.clone()]
+                      for (param, name), tensor in zip(keys, tensors)],
+            "logits": logits,
+            "scaled": bool(scaled),
+        }
+
+    def _window_changes(self, base_logits, after):
+        """``(D_k, dL_k)`` from the cached logits of the window's first model."""
+        probe = _Probe(self.probe_.X, self.probe_.y, self.probe_.weight)
+        probe.logits = base_logits
+        return tuple(torch.stack(probe.changes(after)).tolist())
+
+    def _pull_back_window(self, context, decision, base):
+        """Pull the window's displacement back; return ``(alpha, logits, recent logits)``."""
+        parameters, optimizer = context.parameters, context.optimizer
+        new_params = [param.detach().clone() for param in parameters]
+        new_state = _state_tensors(optimizer)
+        base_state = {(parameters[i], name): tensor for i, name, tensor in base["state"]}
+        bound = decision.bound
+        alpha = math.sqrt(bound / decision.statistic)
+        for _ in range(self.max_halvings + 1):
+            _interpolate_parameters(parameters, base["params"], new_params, alpha)
+            after, after_recent = self._forward(context)
+            within, loss_change = self._window_changes(base["logits"], after)
+            if self.accepts(within, loss_change, bound):
+                for (param, name), new in new_state.items():
+                    current, old = optimizer.state[param][name], base_state.get((param, name))
+                    if new.ndim == 0:
+                        continue
+                    if self.optimizer_state == "scale" or old is None:
+                        current.copy_(new * alpha)
+                    else:
+                        current.copy_(torch.lerp(old, new, alpha))
+                return alpha, after, after_recent
+            alpha /= 2
+        with torch.no_grad():
+            for param, old in zip(parameters, base["params"]):
+                param.copy_(old)
+        _restore_state(optimizer, base_state)
+        return (0.0, *self._forward(context))
+
+    # -------------------------------------------------------------- state
+
+    def state_dict(self):
+        """The per-step check's state, the ring of past models and the window calibration.
+
+        Returns
+        -------
+        state : dict
+            :meth:`StepGuard.state_dict`'s entries, and ``ring`` (per past
+            model: its parameters, its optimizer state as ``[parameter
+            index, name, tensor]``, its cached probe logits and whether its
+            step was pulled back), ``cumulative_window``,
+            ``n_pulled_back`` and ``n_rewinds``.
+        """
+        return {
+            **super().state_dict(),
+            "ring": [dict(entry) for entry in self.ring_],
+            "cumulative_window": list(self.cumulative_window_),
+            "n_pulled_back": self.n_pulled_back_,
+            "n_rewinds": self.n_rewinds_,
+        }
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s state; the configuration stays this guard's.
+
+        Raises
+        ------
+        ValueError
+            When an entry is missing or of the wrong type or shape; the guard
+            is then left as it was.
+        """
+        if isinstance(state, dict) and set(state) == set(self.state_dict()):
+            ring = self._checked_ring(state["ring"], state["probe"])
+            window = state["cumulative_window"]
+            if not isinstance(window, list) or not all(
+                    isinstance(v, float) and math.isfinite(v) and v >= 0 for v in window):
+                raise ValueError("A CumulativeGuard state holds a cumulative window that "
+                                 "is not a list of finite non-negative floats.")
+            counts = (state["n_pulled_back"], state["n_rewinds"])
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                       for v in counts) or counts[1] > counts[0]:
+                raise ValueError(f"A CumulativeGuard state holds invalid counters {counts}.")
+        super().load_state_dict(state)  # refuses a state with other entries
+        self.ring_ = deque(ring)
+        self.cumulative_window_ = deque(window, maxlen=self.cumulative_window)
+        self.n_pulled_back_, self.n_rewinds_ = counts
+        self.last_cumulative_decision_ = None
+
+    def _checked_ring(self, ring, probe):
+        """The ring of a state, checked against its probe; ``ValueError`` if it does not fit."""
+        n_rows = len(probe.get("X", ())) if isinstance(probe, dict) else -1
+
+        def valid(entry):
+            if not (isinstance(entry, dict)
+                    and set(entry) == {"params", "state", "logits", "scaled"}):
+                return False
+            params, optimizer_state, logits = entry["params"], entry["state"], entry["logits"]
+            return (isinstance(entry["scaled"], bool)
+                    and isinstance(params, list)
+                    and all(isinstance(p, torch.Tensor) for p in params)
+                    and isinstance(optimizer_state, list)
+                    and all(isinstance(item, list) and len(item) == 3
+                            and isinstance(item[0], int) and 0 <= item[0] < len(params)
+                            and isinstance(item[1], str) and isinstance(item[2], torch.Tensor)
+                            for item in optimizer_state)
+                    and isinstance(logits, torch.Tensor) and logits.ndim == 2
+                    and len(logits) == n_rows)
+
+        if not (isinstance(ring, list) and len(ring) <= self.k + 1
+                and all(valid(entry) for entry in ring)
+                and len({tuple(tuple(p.shape) for p in e["params"]) for e in ring}) <= 1):
+            raise ValueError(
+                f"A CumulativeGuard state holds a ring that is not a list of at most "
+                f"k + 1 = {self.k + 1} past models (parameters of one shape, optimizer "
+                "state, logits of every probe row, a scaled flag)."
+            )
+        return [dict(entry) for entry in ring]
+
+    def to(self, device):
+        """Move the probes and the ring of past models to ``device``; return ``self``."""
+        super().to(device)
+        for entry in self.ring_:
+            entry["params"] = [param.to(device) for param in entry["params"]]
+            entry["state"] = [[i, name, tensor.to(device)] for i, name, tensor in entry["state"]]
+            entry["logits"] = entry["logits"].to(device)
         return self
 
 

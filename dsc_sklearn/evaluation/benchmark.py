@@ -44,6 +44,7 @@ from .protocol import (
     run_stream_protocol,
 )
 from .report import ST_BASELINE_ATTACKS, adaptive_results, attack_results, drift_results, stream_results
+from ..defence.guards import CumulativeGuard, StepGuard
 from ..defence.modules import SmallCNN
 from ..defence.thresholds import linear_schedule
 
@@ -86,6 +87,22 @@ DEFENCES = {
     # Per-sample DSC against the rolling snapshot buffer: the 0.1 default.
     "DSC": {"correction": "dsc", "step_guard": None},
     "guard+DSC": {"correction": "dsc", "step_guard": "auto"},
+    # The per-step check alone, and with the bound on the last 5 accepted
+    # steps (issue 21; docs/ablations.md, fourth round).
+    "guard": {"correction": "none", "step_guard": StepGuard()},
+    "guard+cum": {"correction": "none", "step_guard": CumulativeGuard()},
+    "guard+cum-wharm": {"correction": "none",
+                        "step_guard": CumulativeGuard(step_harm="window")},
+    "guard+cum10-wharm": {"correction": "none",
+                          "step_guard": CumulativeGuard(k=10, step_harm="window")},
+    # The window harm rule on the per-step check alone (no window bound).
+    "guard-wharm10": {"correction": "none",
+                      "step_guard": CumulativeGuard(k=10, step_harm="window",
+                                                    cumulative_margin=None)},
+    "guard-wharm10-level50": {"correction": "none",
+                              "step_guard": CumulativeGuard(k=10, step_harm="window",
+                                                            window_harm_level=0.5,
+                                                            cumulative_margin=None)},
     "DSC-default": {},
 }
 

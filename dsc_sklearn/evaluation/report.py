@@ -157,6 +157,15 @@ DEFENCE_LEGENDS = {
     "DSC": "per-sample DSC with the \"auto\" threshold against the rolling snapshot "
            "buffer (the 0.1 default), no guard",
     "guard+DSC": "per-sample DSC in front of the step guard",
+    "guard": "the step guard `StepGuard()` alone, whatever the defaults",
+    "guard+cum": "the cumulative guard `CumulativeGuard()`: the per-step check and a bound "
+                 "on the last 5 accepted steps, down to a rewind",
+    "guard+cum-wharm": "`CumulativeGuard(step_harm=\"window\")`: a step is harmful only if "
+                       "the probe loss also ends above its level 5 steps before",
+    "guard+cum10-wharm": "the same with a window of 10 steps",
+    "guard-wharm10": "the per-step check with the 10-step window harm rule, no window bound",
+    "guard-wharm10-level50": "the same, the window rule only while the probe loss is above "
+                             "0.5 ln K",
     "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
                    "`correction=\"none\"`)",
 }

@@ -17,6 +17,7 @@ from dsc_sklearn import DiscrepancyAwareOnlineClassifier
 from dsc_sklearn.defence._net import LOG_FIELDS, DiscrepancyAwareNet
 from dsc_sklearn.defence.guards import (
     BaseGuard,
+    CumulativeGuard,
     GuardChain,
     GuardContext,
     StepGuard,
@@ -559,3 +560,288 @@ def test_a_chain_s_state_round_trips_and_a_bad_state_changes_nothing():
 def test_a_chain_refuses_what_is_not_a_list_of_guards(guards):
     with pytest.raises(ValueError, match="non-empty list of BaseGuard"):
         _net(GuardChain(guards))
+
+
+# ------------------------------------------------------- the cumulative bound
+
+def _momenta(net):
+    return [net.optimizer_.state[p]["momentum_buffer"].clone()
+            for p in net.module_.parameters()]
+
+
+def _window_kl(cached, after):
+    log_before, log_after = torch.log_softmax(cached, 1), torch.log_softmax(after, 1)
+    return (log_before.exp() * (log_before - log_after)).sum(1).mean().item()
+
+
+@pytest.mark.parametrize("k", [3, 5, 10, 20])
+def test_the_window_bound_calibrates_for_every_k(k):
+    # One overlapping window per step: min_windows clean windows after k + 3
+    # accepted steps, whatever k (margin=100 keeps the per-step check quiet).
+    net = _net(CumulativeGuard(k=k, warmup=3, min_windows=3, margin=100.0))
+    guard = net.step_guard_
+    _train(net, k + 2)
+    assert len(guard.cumulative_window_) == 2 and guard.cumulative_bound() == math.inf
+    _train(net, 1, seed=1)
+    assert len(guard.cumulative_window_) == 3
+    assert 0 < guard.cumulative_bound() < math.inf
+    assert len(guard.ring_) == k + 1
+    assert guard.n_pulled_back_ == 0
+
+
+def test_the_window_decision_reads_the_cached_logits_of_k_steps_ago():
+    net = _net(CumulativeGuard(k=3, warmup=3, probe=_data(BATCH, seed=9)))
+    guard = net.step_guard_
+    probes = []
+    for seed in range(6):
+        _train(net, 1, seed=seed)
+        with torch.no_grad():
+            probes.append(net.module_(guard.probe_.X))
+    decision = guard.last_cumulative_decision_
+    assert decision.guard == "CumulativeGuard.window"
+    assert decision.statistic == pytest.approx(_window_kl(probes[-4], probes[-1]), rel=1e-4)
+    loss = [nn.functional.cross_entropy(p, guard.probe_.y).item() for p in probes]
+    assert decision.loss_change == pytest.approx(loss[-1] - loss[-4], abs=1e-5)
+
+
+def test_a_slow_harmful_drift_that_each_step_passes_is_pulled_back():
+    def drift(guard):
+        net = _net(guard)
+        _train(net, 12)
+        X, y = _data(6 * BATCH, seed=3)
+        y = (y + 1) % N_CLASSES  # every batch unlearns the blobs a little
+        steps = [net.train_step((torch.as_tensor(X[i:i + BATCH]), torch.as_tensor(y[i:i + BATCH])))
+                 for i in range(0, len(X), BATCH)]
+        return net, steps
+
+    # The per-step check alone (margin=100) lets every step of the drift pass...
+    plain, _ = drift(StepGuard(warmup=3, margin=100.0))
+    assert plain.step_guard_.n_scaled_ == 0
+    # ...the window check pulls the accumulated displacement back.
+    net, steps = drift(CumulativeGuard(k=3, warmup=3, margin=100.0))
+    guard = net.step_guard_
+    assert guard.n_scaled_ == 0 and guard.n_pulled_back_ >= 1
+    assert min(_field(step, "step_scale") for step in steps) < 1
+    X, y = _data(400, seed=11)
+    with torch.no_grad():
+        X_t, y_t = torch.as_tensor(X), torch.as_tensor(y)
+        loss = nn.functional.cross_entropy(net.module_(X_t), y_t).item()
+        plain_loss = nn.functional.cross_entropy(plain.module_(X_t), y_t).item()
+    assert loss < plain_loss
+
+
+def test_a_pulled_back_window_is_within_its_bound():
+    net = _net(CumulativeGuard(k=3, warmup=3, margin=100.0))
+    _train(net, 12)
+    guard = net.step_guard_
+    bound = guard.cumulative_bound()
+    base = guard.ring_[1]["logits"].clone()  # the model k steps before the next one
+    net.configure(lr=2.0)
+    step = net.train_step(_harmful_batch())
+    decision = guard.last_cumulative_decision_
+    assert decision.acts and 0 < decision.scale < 1
+    # The per-step check pulled the step back first; the scales multiply.
+    step_scale = guard.last_decision_.scale
+    assert _field(step, "step_scale") == pytest.approx(step_scale * decision.scale)
+    with torch.no_grad():
+        after = net.module_(guard.probe_.X)
+    assert _window_kl(base, after) <= bound * (1 + 1e-4)
+    assert [entry["scaled"] for entry in guard.ring_] == [False, True]
+
+
+def test_a_window_that_cannot_be_made_acceptable_is_rewound_exactly():
+    guard = CumulativeGuard(k=3, warmup=3, margin=1e6, rule="strict", max_halvings=0)
+    net = _net(guard)
+    weights, momenta = [], []
+    for seed in range(12):
+        _train(net, 1, seed=seed)
+        weights.append(_weights(net))
+        momenta.append(_momenta(net))
+    guard = net.step_guard_
+    guard.cumulative_window_.extend([1e-9] * 3)  # a bound no harmful window meets
+    net.configure(lr=2.0)
+    step = net.train_step(_harmful_batch())
+    assert _field(step, "step_scale") == 0.0
+    assert guard.n_rewinds_ == 1 and guard.last_cumulative_decision_.scale == 0.0
+    # Back to the weights and momentum of k = 3 accepted steps before this one.
+    for p, q in zip(net.module_.parameters(), weights[-3]):
+        assert torch.equal(p.detach(), q)
+    for buffer, expected in zip(_momenta(net), momenta[-3]):
+        assert torch.equal(buffer, expected)
+    assert len(guard.ring_) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(guard.probe_.logits, net.module_(guard.probe_.X))
+
+
+def test_the_step_is_marked_rewound():
+    X, y = _data(BATCH)
+    net = _net(CumulativeGuard(k=2, warmup=2, margin=1e6, rule="strict", max_halvings=0))
+    _train(net, 6)
+    net.step_guard_.cumulative_window_.extend([1e-9] * 3)
+    seen = []
+    original = net.step_guard_.after_step
+
+    def spy(context, step):
+        original(context, step)
+        seen.append(step.rewound)
+
+    net.step_guard_.after_step = spy
+    net.configure(lr=2.0)
+    net.train_step(_harmful_batch())
+    net.configure(lr=0.1)
+    net.step_guard_.cumulative_window_.clear()
+    net.train_step((torch.as_tensor(X), torch.as_tensor(y)))
+    assert seen == [True, False]
+
+
+def test_refused_batches_are_not_steps_of_the_window():
+    net = _net(CumulativeGuard(k=3, warmup=3, rule="strict", max_halvings=0, margin=1e-6,
+                               cumulative_margin=1e6))
+    _train(net, 4)  # warm-up: nothing refused yet
+    guard = net.step_guard_
+    ring = len(guard.ring_)
+    net.configure(lr=5.0)
+    step = net.train_step(_harmful_batch())
+    assert _field(step, "step_scale") == 0.0 and guard.n_refused_ == 1
+    assert len(guard.ring_) == ring and guard.last_cumulative_decision_ is None
+
+
+@pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
+def test_the_cumulative_state_round_trips_and_the_stream_continues_exactly(round_trip):
+    X, y = _data(800)
+    clf = _stream(DiscrepancyAwareOnlineClassifier(
+        batch_size=BATCH, random_state=0, step_guard=CumulativeGuard(k=4, warmup=3)),
+        X, y, 0, 400)
+    restored = _round_trip(clf, round_trip)
+    saved, loaded = clf.step_guard_.state_dict(), restored.step_guard_.state_dict()
+    assert saved["cumulative_window"] == loaded["cumulative_window"]
+    assert len(saved["ring"]) == len(loaded["ring"]) == 5
+    for a, b in zip(saved["ring"], loaded["ring"]):
+        assert torch.equal(a["logits"], b["logits"]) and a["scaled"] == b["scaled"]
+        assert all(torch.equal(p, q) for p, q in zip(a["params"], b["params"]))
+    _stream(clf, X, y, 400, 800)
+    _stream(restored, X, y, 400, 800)
+    np.testing.assert_array_equal([r["step_scale"] for r in clf.stream_log_],
+                                  [r["step_scale"] for r in restored.stream_log_])
+    np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
+
+
+def test_a_saved_cumulative_state_is_not_changed_by_later_steps():
+    net = _net(CumulativeGuard(k=3, warmup=3))
+    _train(net, 6)
+    guard = net.step_guard_
+    state = guard.state_dict()
+    frozen = copy.deepcopy(state)
+    _train(net, 4, seed=2)
+    for a, b in zip(state["ring"], frozen["ring"]):
+        assert torch.equal(a["logits"], b["logits"])
+        assert all(torch.equal(p, q) for p, q in zip(a["params"], b["params"]))
+    guard.load_state_dict(state)
+    assert guard.n_steps_ == 6 and len(guard.ring_) == 4
+
+
+def test_load_state_dict_refuses_a_forged_ring():
+    net = _net(CumulativeGuard(k=3, warmup=3))
+    _train(net, 6)
+    guard = net.step_guard_
+    state = guard.state_dict()
+    too_long = {**state, "ring": state["ring"] * 2}
+    with pytest.raises(ValueError, match="ring"):
+        guard.load_state_dict(too_long)
+    short_logits = [{**entry, "logits": entry["logits"][:3]} for entry in state["ring"]]
+    with pytest.raises(ValueError, match="ring"):
+        guard.load_state_dict({**state, "ring": short_logits})
+    with pytest.raises(ValueError, match="cumulative window"):
+        guard.load_state_dict({**state, "cumulative_window": [-1.0]})
+    with pytest.raises(ValueError, match="counters"):
+        guard.load_state_dict({**state, "n_rewinds": 5})
+    with pytest.raises(ValueError, match="entries"):
+        guard.load_state_dict({key: v for key, v in state.items() if key != "ring"})
+    assert guard.n_steps_ == 6 and len(guard.ring_) == 4
+
+
+def test_the_cumulative_guard_composes_in_a_chain():
+    chain = GuardChain([CumulativeGuard(k=3, warmup=3), StepGuard(probe="recent", margin=4.0)])
+    net = _net(chain)
+    _train(net, 6)
+    cumulative, recent = net.step_guard_.guards_
+    assert cumulative.n_steps_ == recent.n_steps_ == 6
+    assert [d.guard for d in net.step_guard_.decisions()] == [
+        "CumulativeGuard", "CumulativeGuard.window", "StepGuard"]
+    state = copy.deepcopy(net.step_guard_.state_dict())
+    _train(net, 2, seed=1)
+    net.step_guard_.load_state_dict(state)
+    assert len(cumulative.ring_) == 4
+
+
+@pytest.mark.parametrize("params", [{"k": 0}, {"cumulative_margin": 0.0},
+                                    {"min_windows": 0}, {"cumulative_window": 0},
+                                    {"step_harm": "trend"}, {"learning_drop": 1.0}])
+def test_invalid_cumulative_parameters_are_refused_at_the_first_fit(params):
+    X, y = _data(BATCH)
+    clf = DiscrepancyAwareOnlineClassifier(step_guard=CumulativeGuard(**params))
+    with pytest.raises(ValueError, match="CumulativeGuard"):
+        clf.partial_fit(X, y, classes=range(N_CLASSES))
+
+
+def test_window_harm_lets_an_overshoot_pass_that_the_step_rule_pulls_back():
+    # A step that raises the probe loss but leaves it below its level k
+    # steps before is harmless under step_harm="window", harmful otherwise.
+    decisions = {}
+    for harm in ("step", "window"):
+        guard = CumulativeGuard(k=3, warmup=0, step_harm=harm, cumulative_margin=None)
+        guard.start(_net(None).guard_context())
+        guard.window_.append(1e-6)
+        guard.n_steps_ = 1  # past the warm-up
+        decisions[harm] = [guard.judge(1.0, 0.1, window_change=change)
+                           for change in (-0.2, 0.05)]
+    assert [d.acts for d in decisions["step"]] == [True, True]
+    assert [d.acts for d in decisions["window"]] == [False, True]
+    # learning_drop: only a loss that fell by that fraction exempts the step.
+    guard = CumulativeGuard(k=3, warmup=0, step_harm="window", learning_drop=0.3)
+    guard.start(_net(None).guard_context())
+    guard.window_.append(1e-6)
+    guard.n_steps_ = 1
+    assert [guard.judge(1.0, 0.1, window_change=change).acts
+            for change in (-0.5, -0.2)] == [False, True]
+
+
+def test_window_harm_still_pulls_back_a_step_that_unlearns_the_probe():
+    net = _net(CumulativeGuard(k=3, warmup=3, step_harm="window", cumulative_margin=None,
+                               probe=_data(BATCH, seed=9)))
+    guard = net.step_guard_
+    _train(net, 8)
+    assert guard.cumulative_bound() == math.inf and guard.n_pulled_back_ == 0
+    # A rotated batch at a large learning rate: the loss rises above its
+    # level three steps before, so the step is harmful and pulled back.
+    net.configure(lr=2.0)
+    net.train_step(_harmful_batch())
+    decision = guard.last_decision_
+    assert decision.harmful and decision.acts and decision.scale < 1
+
+
+def test_without_a_window_bound_the_ring_keeps_logits_only():
+    net = _net(CumulativeGuard(k=3, warmup=3, step_harm="window", cumulative_margin=None))
+    _train(net, 6)
+    guard = net.step_guard_
+    assert len(guard.ring_) == 4 and guard.cumulative_bound() == math.inf
+    assert all(entry["params"] == [] and entry["state"] == [] for entry in guard.ring_)
+    assert [d.guard for d in guard.decisions()] == ["CumulativeGuard"]
+    restored = pickle.loads(pickle.dumps(guard))
+    assert len(restored.ring_) == 4
+
+
+def test_the_window_rule_waits_for_the_probe_loss_to_pass_its_level():
+    # Above the level (a model that knows little) the window rule spares a
+    # step that leaves the loss below its level k steps before; below it the
+    # step rule judges, so the same step is harmful.
+    net = _net(CumulativeGuard(k=3, warmup=3, step_harm="window", cumulative_margin=None,
+                               window_harm_level=0.0))
+    _train(net, 6)
+    guard = net.step_guard_
+    current = guard.probe_.logits  # lower loss than 3 steps before: the blobs are learned
+    decision = guard._judge_step(1.0, 0.1, math.inf, current)
+    assert not decision.harmful
+    guard.window_harm_level = 10.0  # far above the loss: the step rule judges
+    decision = guard._judge_step(1.0, 0.1, math.inf, current)
+    assert decision.harmful and decision.acts

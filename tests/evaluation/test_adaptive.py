@@ -7,7 +7,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.defence.guards import GuardChain, StepGuard
+from dsc_sklearn.defence.guards import CumulativeGuard, GuardChain, StepGuard
 from dsc_sklearn.evaluation.attacks import (
     AccumulativePoisoningAttack,
     DiscrepancyAwarePoisoningAttack,
@@ -16,6 +16,7 @@ from dsc_sklearn.evaluation.attacks import (
     LabelFlipAttack,
     MultiBatchTriggerAttack,
     SlowPoisoningAttack,
+    WindowAwarePoisoningAttack,
 )
 from dsc_sklearn.evaluation.attacks._victim import _trial_call, _UnrolledSGD, _Victim
 from dsc_sklearn.evaluation.datasets import load_stream_dataset
@@ -123,6 +124,32 @@ def test_guard_aware_is_the_plain_attack_without_a_guard(digits):
         plain.poison_batch(clf, X, y, X_trigger, yt, Xv, yv)[0])
 
 
+def test_window_aware_trigger_batches_pass_both_checks_of_a_cumulative_guard(digits):
+    parts = _parts(digits)
+    (Xt, yt), (Xv, yv) = parts["trigger"], parts["val"]
+    clf = _fitted(digits, step_guard=CumulativeGuard(k=2, warmup=3, min_windows=1))
+    assert clf.step_guard_.cumulative_bound() < np.inf
+    attack = WindowAwarePoisoningAttack(n_trigger_batches=4, random_state=0)
+    for _ in range(attack.n_trigger_batches):  # more batches than the window's k = 2
+        X_trigger = attack.craft_trigger(clf, Xt, yt, Xv, yv)
+        decisions = attack.last_steps_[0]
+        assert [d.guard for d in decisions] == ["CumulativeGuard", "CumulativeGuard.window"]
+        assert all(d.scale == 1.0 for d in decisions)
+        assert np.abs(X_trigger - Xt).max() <= 0.2 + 1e-6
+        clf.partial_fit(X_trigger, yt)
+        assert clf.stream_log_[-1]["step_scale"] == 1.0
+    assert clf.step_guard_.n_pulled_back_ == 0
+
+
+def test_window_aware_is_the_plain_trigger_without_a_guard(digits):
+    parts = _parts(digits)
+    (Xt, yt), (Xv, yv) = parts["trigger"], parts["val"]
+    clf = _fitted(digits, step_guard=None)
+    np.testing.assert_array_equal(
+        WindowAwarePoisoningAttack().craft_trigger(clf, Xt, yt, Xv, yv),
+        AccumulativePoisoningAttack().craft_trigger(clf, Xt, yt, Xv, yv))
+
+
 @pytest.mark.parametrize("granularity", ["sample", "batch"])
 def test_discrepancy_aware_poison_stays_under_the_gate(digits, granularity):
     parts = _parts(digits)
@@ -226,11 +253,12 @@ def test_every_named_attack_is_known():
 @pytest.mark.parametrize("attack", ADAPTIVE_ATTACKS)
 def test_every_adaptive_attack_runs_in_the_protocol(data, attack):
     """A smoke run against the library's defaults (the step guard)."""
-    params = {"slow": {"horizon": 2}, "multi_trigger": {"n_trigger_batches": 2}}.get(attack)
+    params = {"slow": {"horizon": 2}, "multi_trigger": {"n_trigger_batches": 2},
+              "window_aware": {"n_trigger_batches": 2}}.get(attack)
     result = run_stream_protocol(_defence(), data, attack=attack, random_state=0,
                                  attack_params=params, **SMALL)
     n_steps = 2 if attack == "slow" else 3
-    n_trigger = 2 if attack == "multi_trigger" else 1
+    n_trigger = 2 if attack in ("multi_trigger", "window_aware") else 1
     assert result.n_accumulative_steps == n_steps
     assert result.n_trigger_batches == n_trigger
     assert len(result.accuracy_curve) == n_steps + n_trigger

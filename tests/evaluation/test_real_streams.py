@@ -113,7 +113,8 @@ def test_cli_runs_every_attack_and_a_real_drift(tmp_path, capsys):
     assert "## Adaptive attacks" in output and "## Real streams" in output
     records = json.loads((tmp_path / "results.json").read_text())
     assert {r["attack"] for r in records} == {
-        "accumulative", "guard_aware", "multi_trigger", "slow", "discrepancy_aware",
+        "accumulative", "guard_aware", "multi_trigger", "window_aware", "slow",
+        "discrepancy_aware",
         "label_flip", "gradient_ascent", "drift-concept"}
     slow = next(r for r in records if r["attack"] == "slow")
     assert slow["n_accumulative_steps"] == 1

@@ -10,6 +10,8 @@ it accepts, and non-accumulative baselines:
   the victim;
 - :class:`MultiBatchTriggerAttack`: the same, with the trigger's damage
   split over several consecutive batches;
+- :class:`WindowAwarePoisoningAttack`: the trigger spread over more batches
+  than a cumulative guard's window, each passing every check unscaled;
 - :class:`SlowPoisoningAttack`: a small budget over a long horizon;
 - :class:`TriggerOnlyAttack`: a clean stream, then the poisoned trigger;
 - :class:`DiscrepancyAwarePoisoningAttack`: poison kept under the paper's
@@ -39,6 +41,7 @@ from ._adaptive import (
     DiscrepancyAwarePoisoningAttack,
     GuardAwarePoisoningAttack,
     MultiBatchTriggerAttack,
+    WindowAwarePoisoningAttack,
 )
 from ._base import PoisoningAttack
 from ._baselines import GradientAscentAttack, LabelFlipAttack, NoAttack, UniformNoiseAttack
@@ -60,6 +63,7 @@ __all__ = [
     "SlowPoisoningAttack",
     "TriggerOnlyAttack",
     "UniformNoiseAttack",
+    "WindowAwarePoisoningAttack",
 ]
 
 #: The attacks the stream protocol, the benchmark and the report know by
@@ -71,6 +75,7 @@ ATTACK_REGISTRY = {attack.name: attack for attack in (
     NoAttack,
     GuardAwarePoisoningAttack,
     MultiBatchTriggerAttack,
+    WindowAwarePoisoningAttack,
     SlowPoisoningAttack,
     DiscrepancyAwarePoisoningAttack,
     LabelFlipAttack,

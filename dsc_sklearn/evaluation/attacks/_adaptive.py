@@ -272,6 +272,124 @@ safety, max_halvings, random_state
 
 
 
+class WindowAwarePoisoningAttack(MultiBatchTriggerAttack):
+    """Guard-aware poisoning whose trigger is spread over more batches than a window.
+
+    **Knows** what :class:`GuardAwarePoisoningAttack` knows: the victim's
+    whole defence, whose decisions it reads on a copy of the victim, the
+    bound on the last ``k`` steps of a
+    :class:`~dsc_sklearn.defence.guards.CumulativeGuard` included.
+    **Optimises** the same accumulative phase (every poisoned batch as large
+    as every decision lets pass unscaled); then it spreads the trigger over
+    ``n_trigger_batches`` consecutive batches, more than the guard's ``k``,
+    each crafted on the model the previous one left and each the largest
+    fraction of its perturbation (1, 1/2, ..., ``2**-max_halvings``, else
+    the clean rows) that every decision lets pass unscaled with ``safety``
+    to spare, so that no step and no window of ``k`` steps crosses its
+    bound while the damage of all of them adds up. Where
+    :class:`MultiBatchTriggerAttack` sends what hurts most after the
+    pull-back, this attack is never pulled back.
+
+    Parameters
+    ----------
+    n_trigger_batches : int, default=12
+        Trigger batches sent one after another, at least 1 (more than the
+        default ``k`` of 5 and the 10 of a longer window).
+    epsilon, n_steps, step_size, gamma, objective, poison_fraction, input_bounds, \
+safety, max_halvings, random_state
+        As in :class:`GuardAwarePoisoningAttack`.
+
+    Attributes
+    ----------
+    last_scale_, last_steps_
+        As in :class:`GuardAwarePoisoningAttack`.
+
+    See Also
+    --------
+    MultiBatchTriggerAttack : The trigger split over a few batches, each the
+        most harmful after the pull-back.
+
+    References
+    ----------
+    .. [1] T. Pang, X. Yang, Y. Dong, H. Su and J. Zhu, "Accumulative
+       Poisoning Attacks on Real-time Data", NeurIPS 2021, arXiv:2106.09993.
+    .. [2] F. Tramèr, N. Carlini, W. Brendel and A. Madry, "On Adaptive
+       Attacks to Adversarial Example Defenses", NeurIPS 2020,
+       arXiv:2002.08347.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+    >>> from dsc_sklearn.defence.guards import CumulativeGuard
+    >>> from dsc_sklearn.evaluation.attacks import WindowAwarePoisoningAttack
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = (X / 16).astype(np.float32)
+    >>> clf = DiscrepancyAwareOnlineClassifier(step_guard=CumulativeGuard(k=3),
+    ...                                        random_state=0)
+    >>> for start in range(0, 1500, 100):
+    ...     clf = clf.partial_fit(X[start:start + 100], y[start:start + 100],
+    ...                           classes=range(10))
+    >>> attack = WindowAwarePoisoningAttack(random_state=0)
+    >>> trigger, val = slice(1500, 1590), slice(1590, 1680)
+    >>> X_trigger = attack.craft_trigger(clf, X[trigger], y[trigger], X[val], y[val])
+    >>> predicted = [d.scale for d in attack.last_steps_[0]]
+    >>> clf = clf.partial_fit(X_trigger, y[trigger])
+    >>> predicted, clf.stream_log_[-1]["step_scale"]  # neither check pulls it back
+    ([1.0, 1.0], 1.0)
+    """
+
+    name = "window_aware"
+    legend = ("guard_aware with the trigger spread over 12 consecutive batches, more than "
+              "a cumulative guard's window, each as large as every check of the victim's "
+              "guards lets pass unscaled")
+
+    def __init__(
+        self,
+        *,
+        n_trigger_batches=12,
+        epsilon=0.2,
+        n_steps=2,
+        step_size=None,
+        gamma=1.0,
+        objective="reg",
+        poison_fraction=1.0,
+        input_bounds=(0.0, 1.0),
+        safety=0.9,
+        max_halvings=4,
+        random_state=None,
+    ):
+        super().__init__(
+            n_trigger_batches=n_trigger_batches, epsilon=epsilon, n_steps=n_steps,
+            step_size=step_size, gamma=gamma, objective=objective,
+            poison_fraction=poison_fraction, input_bounds=input_bounds, safety=safety,
+            max_halvings=max_halvings, random_state=random_state,
+        )
+
+    def craft_trigger(self, estimator, X_trigger, y_trigger, X_val, y_val):
+        """Craft one trigger batch, as large as every decision lets pass unscaled.
+
+        Parameters and returns are those of
+        :meth:`AccumulativePoisoningAttack.craft_trigger`.
+        """
+        # The unconstrained trigger of the accumulative attack, not the
+        # most-harmful-after-pull-back search of GuardAwarePoisoningAttack.
+        X_adv = AccumulativePoisoningAttack.craft_trigger(self, estimator, X_trigger,
+                                                          y_trigger, X_val, y_val)
+        self.last_scale_, self.last_steps_ = 1.0, []
+        if not _guarded(estimator):
+            return X_adv
+        X_trigger = _as_float_array(X_trigger, "X_trigger")
+        for scale in _scales(self.max_halvings):
+            candidate = (X_trigger + np.float32(scale) * (X_adv - X_trigger)).astype(np.float32)
+            _, steps = _trial_call(estimator, candidate, y_trigger)
+            if scale == 0.0 or self._passes(steps):
+                break
+        self.last_scale_, self.last_steps_ = scale, steps
+        return candidate
+
+
 class DiscrepancyAwarePoisoningAttack(_LineSearchAttack):
     """Accumulative poisoning that keeps its memorization discrepancy under DSC's threshold.
 
