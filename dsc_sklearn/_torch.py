@@ -15,6 +15,7 @@ from torch.func import functional_call
 __all__ = ["call_with_state", "cast_floating", "constant", "eval_mode", "set_mode",
            "to_device"]
 
+
 @functools.lru_cache(maxsize=128)
 def constant(device, values, dtype):
     """A cached tensor of ``values`` on ``device``; do not modify it.

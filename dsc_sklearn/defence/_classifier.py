@@ -369,7 +369,8 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         ``sample_weight``, ``loss`` is the weighted mean (NaN for a batch
         that weighs 0); the other fields count or summarise rows.
         ``step_bound`` is the step guard's bound on the steps it pulled
-        back, NaN on the others.
+        back, NaN on the others; ``rewound`` is 1.0 on a step where a guard
+        (a ``CumulativeGuard``) rewound earlier steps, else 0.0.
     alarms_ : collections.deque of dict
         One record per intervention episode, the last 1 000 only: a run of
         steps the defence acted on, an episode ending after 5 steps without

@@ -53,6 +53,7 @@ LOG_FIELDS = (
     "step_discrepancy",
     "step_scale",
     "step_bound",
+    "rewound",
 )
 
 # The statistic each threshold parameter's policy reads unless it names one.
@@ -1018,8 +1019,8 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
     def _record_tensor(step):
         """The step's :data:`LOG_FIELDS` as one float32 tensor on the device."""
         loss = step.loss
-        guard = (step.step_discrepancy, step.step_scale, step.step_bound)
-        if all(math.isnan(value) for value in guard):
+        guard = (step.step_discrepancy, step.step_scale, step.step_bound, float(step.rewound))
+        if all(math.isnan(value) for value in guard[:3]):  # no guard measured the step
             guard = constant(loss.device, guard, torch.float32)
         else:
             guard = to_device(guard, loss.device, torch.float32)  # no sync on CUDA

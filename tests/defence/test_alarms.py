@@ -172,3 +172,4 @@ def test_a_failed_call_takes_its_alarms_back(burnt_in, digits):
         clf.partial_fit(X, y)
     assert list(clf.alarms_) == [] and clf.n_batches_seen_ == 36
     assert clf.n_steps_scaled_ == 0
+

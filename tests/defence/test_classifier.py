@@ -81,7 +81,7 @@ def test_partial_fit_counts_batches_samples_and_logs(digits):
     record = clf.stream_log_[-1]
     assert set(record) == {"step", "loss", "mean_discrepancy", "max_discrepancy",
                            "threshold", "n_flagged", "n_correction_steps",
-                               "step_discrepancy", "step_scale", "step_bound"}
+                               "step_discrepancy", "step_scale", "step_bound", "rewound"}
     assert record["step"] == 6
     assert clf.n_flagged_ == sum(r["n_flagged"] for r in clf.stream_log_)
     assert clf.last_flagged_.shape == (150,) and clf.last_flagged_.dtype == bool

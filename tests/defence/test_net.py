@@ -60,7 +60,7 @@ def batch():
 def test_log_fields():
     assert LOG_FIELDS == (
         "loss", "mean_discrepancy", "max_discrepancy", "threshold", "n_flagged",
-        "n_correction_steps", "step_discrepancy", "step_scale", "step_bound",
+        "n_correction_steps", "step_discrepancy", "step_scale", "step_bound", "rewound",
     )
 
 
