@@ -37,15 +37,24 @@ def encode_labels(classes, y, *, name="y", hint=""):
     Traceback (most recent call last):
         ...
     ValueError: y holds labels [2] that are not among the classes [0, 1].
+    >>> import numpy as np
+    >>> encode_labels(np.array(["a", "b"], dtype=object), np.array(["a", 1], dtype=object))
+    Traceback (most recent call last):
+        ...
+    ValueError: y holds labels [1] that are not among the classes ['a', 'b'].
     """
     classes, y = np.asarray(classes), np.asarray(y)
-    try:
-        codes = np.searchsorted(classes, y).clip(0, max(len(classes) - 1, 0))
-        known = np.asarray(classes.take(codes, mode="clip") == y, dtype=bool)
-    except TypeError:  # labels of a type the classes do not compare with
-        codes, known = np.zeros(len(y), np.int64), np.zeros(len(y), bool)
     if not len(classes):
-        known = np.zeros(len(y), bool)
+        codes, known = np.zeros(len(y), np.int64), np.zeros(len(y), bool)
+    else:
+        try:
+            codes = np.searchsorted(classes, y).clip(0, len(classes) - 1)
+            known = np.asarray(classes.take(codes, mode="clip") == y, dtype=bool)
+        except TypeError:  # labels of types that do not sort together: one by one
+            position = {label: i for i, label in enumerate(classes.tolist())}
+            found = [position.get(label) for label in y.tolist()]
+            known = np.array([i is not None for i in found], dtype=bool)
+            codes = np.array([i or 0 for i in found], dtype=np.int64)
     if not known.all():
         unknown = sorted(set(y[~known].tolist()), key=str)
         raise ValueError(f"{name} holds labels {unknown} that are not among the classes "

@@ -454,7 +454,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         self : DiscrepancyAwareOnlineClassifier
             The fitted estimator.
         """
-        self._validate_params()
+        self._validate_params(rebuild=True)
         with self._rebuilding():
             X, y = validate_data(
                 self, X, y, dtype=np.float32, force_writeable=True, reset=True
@@ -603,7 +603,12 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 )
         return super().set_params(**params)
 
-    def _validate_params(self):
+    def _validate_params(self, rebuild=False):
+        """scikit-learn's validation, then what its constraints cannot say.
+
+        ``rebuild`` (``fit``, ``load_params``): the model is built anew, so a
+        trusted probe is checked against the new data, not the fitted width.
+        """
         super()._validate_params()
         bounds = self.input_bounds
         if bounds is not None and not (
@@ -616,7 +621,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
                 f"numbers with low < high, e.g. (0.0, 1.0); got {bounds!r}."
             )
         self._check_device()
-        self._check_trusted_probe(self.__dict__.get("n_features_in_"))
+        self._check_trusted_probe(None if rebuild else self.__dict__.get("n_features_in_"))
 
     def _check_device(self):
         """Refuse a ``device`` torch does not know or cannot use here."""
@@ -1066,6 +1071,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
 
     # --------------------------------------------------------- persistence
 
+    @_serialised
     def save_params(self, f):
         """Save the fitted state to a file that loads without running code.
 
@@ -1156,7 +1162,7 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         >>> DiscrepancyAwareOnlineClassifier().load_params(buffer).classes_
         array(['cat', 'dog'], dtype='<U3')
         """
-        self._validate_params()
+        self._validate_params(rebuild=True)
         device = self._resolve_device()
         source = (f"The file {os.fspath(f)!r}" if isinstance(f, (str, os.PathLike))
                   else "The checkpoint")

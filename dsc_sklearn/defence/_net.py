@@ -608,7 +608,10 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
                         batch, sample_weight=sample_weight[0][start:start + batch_size],
                         weight_total=sample_weight[1][index])
             except NonFiniteError as exc:
-                exc.batch_index = index
+                # Without callbacks an earlier batch's flag is not read yet:
+                # the first batch that was not finite is the culprit.
+                earlier = [i for i, flag in enumerate(non_finite) if bool(flag)]
+                exc.batch_index = earlier[0] if earlier else index
                 raise
             if self.classes is not None:
                 check_logits(step["y_pred"], len(self.classes),
@@ -794,7 +797,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         if flagged is None:
             flagged = torch.zeros(len(step.X), dtype=torch.bool, device=step.X.device)
         step.non_finite = self.check_finite(step)
-        intervened = step.step_scale < 1 or getattr(step, "rewound", False)
+        intervened = step.step_scale < 1 or step.rewound
         if intervened and math.isnan(step.step_bound):
             step.step_bound = self._guard_bound()
         return {"loss": step.loss, "y_pred": step.train_logits,

@@ -645,7 +645,7 @@ class StepGuard(BaseGuard):
                     f"{discrepancy}, probe loss change {loss_change}): the optimizer "
                     "step made the model's outputs NaN or infinite."
                 )
-            if math.isnan(step.step_discrepancy):  # a guard before it in a chain measured first
+            if math.isnan(step.step_discrepancy):  # no guard before it in a chain measured it
                 step.step_discrepancy = discrepancy
             decision = self._judge_step(discrepancy, loss_change, recent_change, after)
             if decision.acts:

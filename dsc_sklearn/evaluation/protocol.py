@@ -34,11 +34,13 @@ order, a stream whose concept really drifts (river's generators, from
 
 import copy
 import math
+import numbers
 import time
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
-from sklearn.utils import Bunch, check_random_state
+from sklearn.utils import Bunch, check_random_state, check_scalar
 
 from .._labels import encode_labels
 from .attacks import ADAPTIVE_ATTACKS, ATTACK_REGISTRY, ATTACKS
@@ -600,7 +602,8 @@ def run_learning_protocol(estimator, data, *, n_passes=5, batch_size=100, random
     Parameters
     ----------
     estimator : DiscrepancyAwareOnlineClassifier
-        The defence, unfitted; it is not changed.
+        The defence; it is cloned (a fitted one starts from scratch too) and
+        not changed.
     data : Bunch
         From :func:`~dsc_sklearn.evaluation.datasets.load_stream_dataset`.
     n_passes : int, default=5
@@ -633,10 +636,13 @@ def run_learning_protocol(estimator, data, *, n_passes=5, batch_size=100, random
     (1, True)
     """
     started = time.perf_counter()
+    check_scalar(n_passes, "n_passes", numbers.Integral, min_val=1)
+    check_scalar(batch_size, "batch_size", numbers.Integral, min_val=1)
     rng = check_random_state(random_state)
     seed = int(rng.randint(np.iinfo(np.int32).max))
-    defended = copy.deepcopy(estimator).set_params(random_state=seed)
-    plain = copy.deepcopy(estimator).set_params(random_state=seed, **_BURN_IN_OFF)
+    # Clones: from scratch even when ``estimator`` is fitted.
+    defended = clone(estimator).set_params(random_state=seed)
+    plain = clone(estimator).set_params(random_state=seed, **_BURN_IN_OFF)
     models, curves = (defended, plain), ([], [])
     classes = np.arange(data.n_classes)
     for _ in range(n_passes):

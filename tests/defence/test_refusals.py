@@ -324,3 +324,13 @@ def test_a_checkpoint_with_float64_probe_rows_is_refused():
     forged.seek(0)
     with pytest.raises(ValueError, match=r"step guard's probe rows are torch.float64"):
         DiscrepancyAwareOnlineClassifier(random_state=0).load_params(forged)
+
+
+def test_a_refit_on_other_features_checks_the_trusted_probe_against_the_new_data():
+    from dsc_sklearn.defence.guards import StepGuard
+
+    rng = np.random.RandomState(0)
+    X4, X6, y = rng.rand(60, 4), rng.rand(60, 6), rng.randint(0, 2, 60)
+    clf = DiscrepancyAwareOnlineClassifier(batch_size=20, random_state=0).fit(X4, y)
+    clf.set_params(step_guard=StepGuard(probe=(X6[:10], y[:10])))
+    assert clf.fit(X6, y).n_features_in_ == 6

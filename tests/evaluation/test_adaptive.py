@@ -284,3 +284,17 @@ def test_the_accumulative_attack_is_unchanged_by_the_new_protocol_options(data):
     again = run_stream_protocol(_defence(), data, attack="accumulative", random_state=3,
                                 attack_params={}, **SMALL)
     np.testing.assert_array_equal(by_name.accuracy_curve, again.accuracy_curve)
+
+
+def test_a_trial_call_leaves_no_trace_outside_the_copy(digits, caplog):
+    # Dropout draws from torch's global generator; a large, harmful step alarms.
+    module = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                 torch.nn.Dropout(0.5), torch.nn.Linear(32, 10))
+    clf = _fitted(digits, module=module).set_params(lr=5.0)
+    X, y = _parts(digits)["batch"]
+    rng_state = torch.get_rng_state()
+    with caplog.at_level("WARNING", logger="dsc_sklearn"):
+        trial, steps = _trial_call(clf, X, (y + 1) % 10)
+    assert steps[0][0].scale < 1.0 and trial.alarms_  # the copy pulled back and alarmed
+    assert not caplog.records  # held back
+    assert torch.equal(torch.get_rng_state(), rng_state)

@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import logging
 import numbers
 from dataclasses import dataclass
 
@@ -220,7 +221,12 @@ def _trial_call(estimator, X, y):
     The copy runs the defence as it is, so an adaptive attacker reads what
     the victim's guards would decide (:meth:`BaseGuard.decisions
     <dsc_sklearn.defence.guards.BaseGuard.decisions>`) without a model of
-    their rules; the victim is not changed.
+    their rules; the victim is not changed. Nothing of the trial reaches
+    the outside: torch's global random state is restored afterwards (a
+    Dropout module draws from it), the ``"dsc_sklearn"`` logger's alarms
+    and the ``verbose`` lines are held back, and the victim's skorch
+    callbacks run as deep copies (what they write to files or the console
+    is the one thing a trial cannot take back).
 
     Returns
     -------
@@ -231,12 +237,29 @@ def _trial_call(estimator, X, y):
         the guards about it.
     """
     trial = copy.deepcopy(estimator)
+    if "verbose" in trial.get_params():
+        trial.set_params(verbose=0)
     size = getattr(trial, "batch_size", None) or len(X)
     steps = []
-    for start in range(0, len(X), size):
-        trial.partial_fit(X[start:start + size], y[start:start + size])
-        steps.append(trial.net_.step_guard_.decisions())
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), _held_back(logging.getLogger("dsc_sklearn")):
+        for start in range(0, len(X), size):
+            trial.partial_fit(X[start:start + size], y[start:start + size])
+            steps.append(trial.net_.step_guard_.decisions())
     return trial, steps
+
+
+@contextlib.contextmanager
+def _held_back(logger):
+    """No record of ``logger`` is emitted in the block (a filter, removed afterwards)."""
+    def drop(record):
+        return False
+
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def _validation_loss(estimator, X_val, y_val):
