@@ -156,7 +156,27 @@ def _fit_guard_state(previous, component, state, dropped):
         dropped.append(f"the {excess} oldest step discrepancies of the calibration "
                        f"window (window={component.window})")
         state["window"] = state["window"][excess:]
+    if "ring" in state:
+        _fit_ring(previous, component, state, dropped)
     return state
+
+
+def _fit_ring(previous, component, state, dropped):
+    """A cumulative guard's past models, kept while they still fit its probe and window.
+
+    The ring holds each past model's logits of the probe rows and the
+    calibration holds windows of ``k`` steps: a probe whose rows changed or
+    another ``k`` makes both meaningless, and they start anew.
+    """
+    fresh = component.state_dict()
+    same_rows = (len(state["probe"]["X"]) == len(previous.probe_.X)
+                 and state["probe"]["X"] is previous.probe_.state_dict()["X"])
+    if getattr(component, "k", None) != getattr(previous, "k", None) or not same_rows:
+        if state["ring"] or state["cumulative_window"]:
+            dropped.append(f"the {len(state['ring'])} past models and the "
+                           f"{len(state['cumulative_window'])} windows of the cumulative "
+                           "bound (its probe rows or k changed)")
+        state["ring"], state["cumulative_window"] = fresh["ring"], fresh["cumulative_window"]
 
 
 def _fit_rows(rows, n_seen, old_size, new_size, ring, what, dropped):

@@ -388,6 +388,14 @@ class BaseGuard(BaseEstimator):
         """
         return []
 
+    def invalidate(self):
+        """The model changed after this guard's ``after_step``: forget what it cached of it.
+
+        :class:`GuardChain` calls it on the guards before one that pulled
+        the step back, so that none measures the next step from the model
+        as it left it.
+        """
+
     def state_dict(self):
         """The guard's learned state (tensors and plain Python values).
 
@@ -714,6 +722,11 @@ class StepGuard(BaseGuard):
     def decisions(self):
         """The decision about the last step (none while the probe was empty)."""
         return [] if self.__dict__.get("last_decision_") is None else [self.last_decision_]
+
+    def invalidate(self):
+        """Forget the probe's cached logits; the next step recomputes them."""
+        self.probe_.logits = None
+        self.recent_.logits = None
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -1399,9 +1412,17 @@ class GuardChain(BaseGuard):
             guard.before_step(context, step)
 
     def after_step(self, context, step):
-        """Call every guard's ``after_step``, in order."""
-        for guard in self.guards_:
+        """Call every guard's ``after_step``, in order.
+
+        When a guard pulls the step back, the guards before it
+        :meth:`~BaseGuard.invalidate` what they cached of the model.
+        """
+        for position, guard in enumerate(self.guards_):
+            scale, rewound = step.step_scale, step.rewound
             guard.after_step(context, step)
+            if step.step_scale != scale or step.rewound != rewound:
+                for earlier in self.guards_[:position]:
+                    earlier.invalidate()
 
     def decisions(self):
         """The decisions of every guard about the last step, in order."""

@@ -837,3 +837,28 @@ def test_the_window_rule_waits_for_the_probe_loss_to_pass_its_level():
     guard.window_harm_level = 10.0  # far above the loss: the step rule judges
     decision = guard._judge_step(1.0, 0.1, math.inf, current)
     assert decision.harmful and decision.acts
+
+
+def test_a_guard_of_a_chain_measures_from_the_model_the_later_guards_left():
+    net = _net(GuardChain([StepGuard(warmup=3), StepGuard(warmup=3, margin=1.01,
+                                                           rule="bound")]))
+    first = None
+    for seed in range(12):
+        step = net.train_step(_harmful_batch(seed) if seed > 6 else
+                              tuple(map(torch.as_tensor, _data(BATCH, seed))))
+        first, second = net.step_guard_.guards_
+        if second.last_decision_ is not None and second.last_decision_.scale < 1:
+            break
+    assert second.last_decision_.scale < 1 and first.probe_.logits is None
+    probe = first.probe_.X
+    with torch.no_grad():
+        before = torch.log_softmax(net.module_(probe), 1)
+    second.set_params(margin=1e9)  # the next step passes both guards
+    first.set_params(margin=1e9)
+    X, y = _data(BATCH, seed=99)
+    step = net.train_step((torch.as_tensor(X), torch.as_tensor(y)))
+    assert _field(step, "step_scale") == 1.0
+    with torch.no_grad():
+        after = torch.log_softmax(net.module_(probe), 1)
+    expected = (before.exp() * (before - after)).sum(1).mean().item()
+    assert _field(step, "step_discrepancy") == pytest.approx(expected, rel=1e-4)

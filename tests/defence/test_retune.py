@@ -6,9 +6,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
-from dsc_sklearn.defence.guards import StepGuard
+from dsc_sklearn.defence.guards import CumulativeGuard, StepGuard
 from dsc_sklearn.defence.thresholds import AutoThreshold
 
 
@@ -195,3 +196,18 @@ def test_replacing_a_policy_that_only_counts_says_nothing(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         clf.net_.configure(**clf._live_params())
+
+
+@pytest.mark.parametrize("change", [{"step_guard__k": 2}, {"step_guard__probe_size": 32}])
+def test_retuning_a_cumulative_guard_restarts_its_ring_and_the_stream_goes_on(change):
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    clf = DiscrepancyAwareOnlineClassifier(step_guard=CumulativeGuard(k=3), random_state=0)
+    for start in range(0, 800, 100):
+        clf.partial_fit(X[start:start + 100], y[start:start + 100], classes=range(10))
+    n_steps = clf.step_guard_.n_steps_
+    with pytest.warns(UserWarning, match="past models"):
+        clf.set_params(**change).partial_fit(X[800:900], y[800:900])
+    clf.partial_fit(X[900:1000], y[900:1000])
+    assert clf.step_guard_.n_steps_ == n_steps + 2
+    assert len(clf.step_guard_.ring_) <= clf.step_guard_.k + 1
