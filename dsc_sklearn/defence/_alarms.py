@@ -9,6 +9,7 @@ and of every intervention from the skorch callback event
 ``on_intervention``.
 """
 
+import contextlib
 import logging
 import math
 
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_ALARMS",
     "announce",
     "check_alarms",
+    "held_back",
     "interventions",
     "record_interventions",
 ]
@@ -216,3 +218,22 @@ def check_alarms(alarms):
         if not all(isinstance(episode[name], float) for name in ("statistic", "bound")):
             return f"episode {index} has a statistic or bound that is not a float"
     return None
+
+
+def _drop(record):
+    return False
+
+
+@contextlib.contextmanager
+def held_back():
+    """No alarm line reaches the ``"dsc_sklearn"`` logger's handlers in the block.
+
+    A filter on the logger, added and removed (the logger's level is left
+    alone, so blocks in several threads do not undo each other); alarms
+    are still recorded in ``alarms_``.
+    """
+    logger.addFilter(_drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_drop)

@@ -15,7 +15,6 @@ wraps them all and draws the plots of :mod:`dsc_sklearn.evaluation.plotting`.
 
 import contextlib
 import json
-import logging
 from functools import partial
 
 import numpy as np
@@ -24,6 +23,7 @@ from joblib import Parallel, delayed
 from sklearn.utils import deprecated
 from tqdm.auto import tqdm
 
+from ..defence._alarms import held_back
 from ..defence._classifier import DiscrepancyAwareOnlineClassifier
 from .datasets import (
     DRIFT_STREAMS,
@@ -193,18 +193,6 @@ def _torch_threads(n_threads):
         torch.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def _quiet_alarms():
-    """Hold back the alarms' WARNINGs: a run records its alarms, hundreds of runs raise them."""
-    logger = logging.getLogger("dsc_sklearn")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _run(benchmark, defence, params, attack, seed, stream, protocol_params, torch_threads=1,
          attack_params=None):
     """One protocol run as a JSON-serialisable record.
@@ -219,7 +207,8 @@ def _run(benchmark, defence, params, attack, seed, stream, protocol_params, torc
         data = load_drift_stream(dataset, random_state=seed)
     else:
         data = load_stream_dataset(dataset, random_state=seed)
-    with _torch_threads(torch_threads), _quiet_alarms():
+    # A run records its alarms; hundreds of runs would raise hundreds of lines.
+    with _torch_threads(torch_threads), held_back():
         if attack == f"drift-{CONCEPT_DRIFT}":
             result = run_concept_drift_protocol(
                 estimator, data, stream=stream, random_state=seed,

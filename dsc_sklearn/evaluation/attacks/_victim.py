@@ -2,7 +2,6 @@
 
 import contextlib
 import copy
-import logging
 import numbers
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ from sklearn.utils import check_array, check_consistent_length, column_or_1d
 
 from ..._labels import encode_labels
 from ..._torch import eval_mode
+from ...defence._alarms import held_back
 
 
 def _as_float_array(X, name):
@@ -242,24 +242,11 @@ def _trial_call(estimator, X, y):
     size = getattr(trial, "batch_size", None) or len(X)
     steps = []
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices), _held_back(logging.getLogger("dsc_sklearn")):
+    with torch.random.fork_rng(devices=devices), held_back():
         for start in range(0, len(X), size):
             trial.partial_fit(X[start:start + size], y[start:start + size])
             steps.append(trial.net_.step_guard_.decisions())
     return trial, steps
-
-
-@contextlib.contextmanager
-def _held_back(logger):
-    """No record of ``logger`` is emitted in the block (a filter, removed afterwards)."""
-    def drop(record):
-        return False
-
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 def _validation_loss(estimator, X_val, y_val):
