@@ -784,8 +784,9 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         -------
         step : dict
             ``loss``, ``y_pred`` (the training logits), ``record`` (the
-            :data:`LOG_FIELDS` as one float32 tensor on the device) and
-            ``flagged`` (the rows the gate flagged).
+            :data:`LOG_FIELDS` as one float32 tensor on the device),
+            ``flagged`` (the rows the gate flagged) and ``non_finite``
+            (:meth:`check_finite`).
         """
         weighted = step.sample_weight is not None and self.granularity != "batch"
         for policy, units, unit_flags, _ in step.gates or ():
