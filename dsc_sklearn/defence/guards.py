@@ -760,19 +760,20 @@ class StepGuard(BaseGuard):
             after, after_recent = self._forward(context)
             within, loss_change, _ = self._measure(after, after_recent)
             if self.accepts(within, loss_change, bound):
-                self._scale_state(optimizer, new_state, alpha)
+                self._scale_state(optimizer, self._state, new_state, alpha)
                 return alpha, after, after_recent
             alpha /= 2
         _interpolate_parameters(parameters, self._params, new_params, 0.0)
         _restore_state(optimizer, self._state)
         return 0.0, self.probe_.logits, self.recent_.logits
 
-    def _scale_state(self, optimizer, new_state, alpha):
+    def _scale_state(self, optimizer, old_state, new_state, alpha):
+        """The optimizer's state after a step kept at ``alpha`` (``optimizer_state``)."""
         for (param, name), new in new_state.items():
             current = optimizer.state[param][name]
             if new.ndim == 0:
                 continue
-            old = self._state.get((param, name))
+            old = old_state.get((param, name))
             if self.optimizer_state == "scale" or old is None:
                 current.copy_(new * alpha)
             else:
@@ -1242,19 +1243,10 @@ max_halvings, optimizer_state, random_state
             after, after_recent = self._forward(context)
             within, loss_change = self._window_changes(base["logits"], after)
             if self.accepts(within, loss_change, bound):
-                for (param, name), new in new_state.items():
-                    current, old = optimizer.state[param][name], base_state.get((param, name))
-                    if new.ndim == 0:
-                        continue
-                    if self.optimizer_state == "scale" or old is None:
-                        current.copy_(new * alpha)
-                    else:
-                        current.copy_(torch.lerp(old, new, alpha))
+                self._scale_state(optimizer, base_state, new_state, alpha)
                 return alpha, after, after_recent
             alpha /= 2
-        with torch.no_grad():
-            for param, old in zip(parameters, base["params"]):
-                param.copy_(old)
+        _interpolate_parameters(parameters, base["params"], new_params, 0.0)
         _restore_state(optimizer, base_state)
         return (0.0, *self._forward(context))
 
