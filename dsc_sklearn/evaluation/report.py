@@ -186,10 +186,11 @@ _ATTACK = _label("attack", "The attack (`dsc_sklearn.evaluation.attacks.ATTACK_R
                  "attack", ATTACK_LEGENDS)
 
 
-def _worst(key):
+def _worst(key, pick=min):
+    """A cell of the worst seed's value in %: the lowest, or with ``pick=max`` the largest."""
     def cell(runs):
         values = [r.get(key) for r in runs if r.get(key) is not None]
-        return f"{100 * min(values):.1f}" if values else "n/a"
+        return f"{100 * pick(values) + 0.0:.1f}" if values else "n/a"
     return cell
 
 
@@ -272,13 +273,6 @@ DRIFT_COLUMNS = (
 )
 
 
-def _largest(key, scale=100.0):
-    def cell(runs):
-        values = [r.get(key) for r in runs if r.get(key) is not None]
-        return f"{scale * max(values) + 0.0:.1f}" if values else "n/a"
-    return cell
-
-
 #: The columns of the learning-from-scratch table, in order.
 LEARNING_COLUMNS = (
     _BENCHMARK,
@@ -293,7 +287,7 @@ LEARNING_COLUMNS = (
           "the defence costs while a model still learns. Positive: it slows learning.",
           "learning_cost", bold=True),
     Column("worst seed (pt)", "The largest learning cost over the seeds.",
-           _largest("learning_cost")),
+           _worst("learning_cost", pick=max)),
     _stat("steps scaled (%)", "Share of the defended model's steps the step guard pulled "
           "back while it learned; n/a without a guard.", "scaled_fraction_learning"),
     _TIME,
