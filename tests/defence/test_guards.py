@@ -374,6 +374,15 @@ def _round_trip(clf, how):
     return clone(clf).load_params(buffer)
 
 
+def _assert_streams_alike(clf, restored, X, y, field):
+    """Both stream rows 400 to 800 alike: the same log ``field`` and predictions."""
+    _stream(clf, X, y, 400, 800)
+    _stream(restored, X, y, 400, 800)
+    np.testing.assert_array_equal([r[field] for r in clf.stream_log_],
+                                  [r[field] for r in restored.stream_log_])
+    np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
+
+
 @pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
 def test_the_guard_state_round_trips_and_the_stream_continues_exactly(round_trip):
     X, y = _data(800)
@@ -385,11 +394,7 @@ def test_the_guard_state_round_trips_and_the_stream_continues_exactly(round_trip
     assert saved["window"] == loaded["window"]
     assert torch.equal(saved["probe"]["X"], loaded["probe"]["X"])
     assert torch.equal(saved["generator"], loaded["generator"])
-    _stream(clf, X, y, 400, 800)
-    _stream(restored, X, y, 400, 800)
-    np.testing.assert_array_equal([r["step_discrepancy"] for r in clf.stream_log_],
-                                  [r["step_discrepancy"] for r in restored.stream_log_])
-    np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
+    _assert_streams_alike(clf, restored, X, y, "step_discrepancy")
 
 
 def test_load_state_dict_refuses_a_forged_state():
@@ -711,11 +716,7 @@ def test_the_cumulative_state_round_trips_and_the_stream_continues_exactly(round
     for a, b in zip(saved["ring"], loaded["ring"]):
         assert torch.equal(a["logits"], b["logits"]) and a["scaled"] == b["scaled"]
         assert all(torch.equal(p, q) for p, q in zip(a["params"], b["params"]))
-    _stream(clf, X, y, 400, 800)
-    _stream(restored, X, y, 400, 800)
-    np.testing.assert_array_equal([r["step_scale"] for r in clf.stream_log_],
-                                  [r["step_scale"] for r in restored.stream_log_])
-    np.testing.assert_array_equal(clf.predict_proba(X), restored.predict_proba(X))
+    _assert_streams_alike(clf, restored, X, y, "step_scale")
 
 
 def test_a_saved_cumulative_state_is_not_changed_by_later_steps():
