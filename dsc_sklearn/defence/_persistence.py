@@ -47,10 +47,9 @@ from collections import deque
 import numpy as np
 from sklearn.utils import Bunch
 import torch
-from skorch.history import History
 
 from ._alarms import check_alarms
-from ._net import LOG_FIELDS
+from ._net import LOG_FIELDS, StreamHistory
 from ._state import check_like
 from .guards import StepGuard
 from .history import SnapshotBuffer
@@ -629,7 +628,7 @@ def _checked_history(rows, source):
             for row in rows)):
         raise _corrupt(source, "its skorch history is not a list of dicts (one per "
                                "epoch, each with a list of batch dicts)")
-    return History(rows)
+    return StreamHistory(rows)
 
 
 def load_net_state(net, saved, source, changed):

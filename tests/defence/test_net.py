@@ -334,3 +334,47 @@ def test_without_clip_value_the_gradient_is_raw(batch):
     net.train_step(batch)
     for p, q in zip(net.module_.parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, q.grad)
+
+
+def _write_a_call(history):
+    history.new_epoch()
+    history.record("epoch", len(history))
+    for loss in (0.5, 0.25):
+        history.new_batch()
+        history.record_batch("train_loss", loss)
+        history.record_batch("train_batch_size", 4)
+    history.record("train_batch_count", 2)
+
+
+def test_stream_history_writes_what_skorchs_history_writes():
+    from skorch.history import History
+
+    ours, skorchs = net_module.StreamHistory(), History()
+    for _ in range(3):
+        _write_a_call(ours)
+        _write_a_call(skorchs)
+    assert ours.to_list() == skorchs.to_list()
+    assert ours[:, "batches", :, "train_loss"] == skorchs[:, "batches", :, "train_loss"]
+    with pytest.raises(ValueError, match="new_epoch"):
+        net_module.StreamHistory().record("epoch", 1)
+
+
+def test_stream_history_writes_never_copy_the_rows():
+    class CountingHistory(net_module.StreamHistory):
+        copies = 0
+
+        def to_list(self):
+            CountingHistory.copies += 1
+            return super().to_list()
+
+    history = CountingHistory([{"batches": []}] * 100)
+    _write_a_call(history)
+    assert CountingHistory.copies == 0
+
+
+def test_the_net_keeps_a_stream_history(batch):
+    net = _make_net(_mlp())
+    assert type(net.history) is net_module.StreamHistory
+    net.stream_epoch(*batch)
+    assert net.history[-1, "train_batch_count"] == 1
+    assert type(copy.deepcopy(net).history) is net_module.StreamHistory
