@@ -803,8 +803,7 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
             context = self.guard_context()
             guard.before_step(context, step)
         self.optimizer_.zero_grad()
-        loss = self.training_loss(step)
-        loss.backward()
+        loss = self.train_step_single((step.X_train, step.y_train), step=step)["loss"]
         if self.callbacks_:  # skorch's event, e.g. for GradientNormClipping
             self.notify("on_grad_computed",
                         named_parameters=TeeGenerator(self.get_all_learnable_params()),
@@ -819,6 +818,26 @@ class DiscrepancyAwareNet(NeuralNetClassifier):
         if guard is not None:
             step.step_scale, step.step_discrepancy = 1.0, math.nan
             guard.after_step(context, step)
+
+    def train_step_single(self, batch, step=None, **fit_params):
+        """skorch's hook: the loss on ``batch`` and its gradients, ``{"loss", "y_pred"}``.
+
+        :meth:`optimizer_step` calls it with the defence's ``step``: the
+        logits are the step's training logits (the gate's forward pass
+        when the module is mode-invariant, or what the correction spliced),
+        the loss is :meth:`training_loss` (skorch's :meth:`get_loss`,
+        weighted by the rows' ``sample_weight``). Called as skorch calls
+        it, without ``step``, it is skorch's own (``infer``, ``get_loss``,
+        ``backward``). A subclass may override it as in skorch, e.g. to add
+        a penalty to the loss, and call ``super().train_step_single(batch,
+        **fit_params)``; the gradients it leaves are what the optimizer
+        steps on.
+        """
+        if step is None:
+            return super().train_step_single(batch, **fit_params)
+        loss = self.training_loss(step)
+        loss.backward()
+        return {"loss": loss, "y_pred": step.train_logits}
 
     def snapshot(self, step):
         """Count the training batch in the buffer's clock; snapshot when due."""

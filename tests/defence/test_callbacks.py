@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 from torch.optim.lr_scheduler import StepLR
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+from dsc_sklearn.defence import DiscrepancyAwareNet
 from dsc_sklearn.defence.modules import MLP
 
 EVENTS = ("on_batch_begin", "on_grad_computed", "on_batch_end")
@@ -107,3 +108,52 @@ def test_the_net_steps_in_the_estimator_s_batch_size_and_labels(digits):
     assert list(clf.net_.classes) == list(clf.classes_)
     assert clf.net_.encode_labels(["two", "eight"]).tolist() == [
         list(clf.classes_).index("two"), list(clf.classes_).index("eight")]
+
+
+class _PenalisedNet(DiscrepancyAwareNet):
+    """skorch's way to change the loss: override train_step_single, call super()."""
+
+    calls = 0
+
+    def train_step_single(self, batch, **fit_params):
+        type(self).calls += 1
+        result = super().train_step_single(batch, **fit_params)
+        penalty = 10.0 * sum((param ** 2).sum() for param in self.module_.parameters())
+        penalty.backward()
+        return {**result, "loss": result["loss"] + penalty.detach()}
+
+
+class _PenalisedClassifier(DiscrepancyAwareOnlineClassifier):
+    net_class = _PenalisedNet
+
+
+@pytest.mark.parametrize("step_guard", [None, "auto"])
+def test_train_step_single_overrides_change_what_the_optimizer_steps_on(digits, step_guard):
+    X, y = digits
+    params = dict(hidden_layer_sizes=(16,), batch_size=64, random_state=0,
+                  step_guard=step_guard)
+    plain = DiscrepancyAwareOnlineClassifier(**params).partial_fit(X[:256], y[:256],
+                                                                   classes=np.unique(y))
+    _PenalisedNet.calls = 0
+    penalised = _PenalisedClassifier(**params).partial_fit(X[:256], y[:256],
+                                                           classes=np.unique(y))
+    assert _PenalisedNet.calls == 4
+    with torch.no_grad():
+        weight_norm = [sum(float((p ** 2).sum()) for p in clf.net_.module_.parameters())
+                       for clf in (plain, penalised)]
+    assert weight_norm[1] < 0.5 * weight_norm[0]
+    # The logged loss is what the override returned.
+    assert penalised.stream_log_[-1]["loss"] > plain.stream_log_[-1]["loss"]
+
+
+def test_train_step_single_without_a_step_is_skorchs(digits):
+    X, y = digits
+    clf = DiscrepancyAwareOnlineClassifier(hidden_layer_sizes=(16,), random_state=0)
+    clf.partial_fit(X[:64], y[:64], classes=np.unique(y))
+    net = clf.net_
+    batch = (torch.as_tensor(X[:8]), torch.as_tensor(y[:8]))
+    net.optimizer_.zero_grad()
+    result = net.train_step_single(batch)
+    expected = torch.nn.functional.cross_entropy(net.module_(batch[0]), batch[1])
+    assert torch.allclose(result["loss"], expected)
+    assert all(param.grad is not None for param in net.module_.parameters())
