@@ -356,8 +356,12 @@ class DiscrepancyAwareOnlineClassifier(ClassifierMixin, BaseEstimator):
         ``step_guard`` (``StepGuard()`` for ``"auto"``), with its learned
         state; ``None`` without a guard.
     n_steps_scaled_ : int
-        Training steps the step guard pulled back (refused batches
-        included).
+        Training steps of the stream that a guard pulled back (refused
+        batches included), whichever guard was in force: it counts across a
+        ``set_params(step_guard=...)`` and over every guard of a
+        :class:`~dsc_sklearn.defence.guards.GuardChain`, while a guard's own
+        counters (``step_guard_.n_scaled_``) count its decisions since it
+        was built.
     last_flagged_ : ndarray of shape (n_samples,), dtype=bool
         Which rows of the last :meth:`partial_fit` call (or the last pass of
         :meth:`fit`) were flagged.
