@@ -8,6 +8,11 @@ training configuration:
   and :class:`torch.nn.CrossEntropyLoss` on the same batches;
 - ``forward``: one eval-mode forward pass of that module per batch, without
   gradients: what the reference model's pass costs (``ratios.py`` only);
+- ``floor``: ``raw`` plus the least that ``partial_fit``'s guarantees cost
+  (:class:`GuaranteedLoop`): a finiteness check of the input, label
+  encoding, a copy of the weights and the momentum to undo a failed call,
+  the fused check of the step's loss and weights, one copy of the step's
+  record to the host and a log entry (``ratios.py`` only);
 - ``none``: every defence off (``correction="none", step_guard=None``):
   plain training through the estimator;
 - ``default``: every default, which is ``correction="none"`` and
@@ -35,6 +40,7 @@ run every workload on a GPU (``ratios.py --device cuda`` sets it too).
 """
 
 import os
+from collections import deque
 
 import numpy as np
 import torch
@@ -42,6 +48,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+from dsc_sklearn.defence.discrepancy import mark_non_finite, mark_out_of_range
 from dsc_sklearn.defence.guards import CumulativeGuard
 from dsc_sklearn.defence.modules import MLP, SmallCNN
 
@@ -74,8 +81,8 @@ CALIBRATED = ("default", "cumulative", "window-harm", "dsc-auto")
 _DEFAULTS = DiscrepancyAwareOnlineClassifier().get_params()
 #: Every configuration, the torch loop first.
 CASES = ("raw", *CONFIGS)
-#: The cases of ``ratios.py``: those and the forward pass alone.
-RATIO_CASES = ("raw", "forward", *CONFIGS)
+#: The cases of ``ratios.py``: those, the forward pass alone and the floor.
+RATIO_CASES = ("raw", "forward", "floor", *CONFIGS)
 
 
 class _ResidualBlock(nn.Module):
@@ -196,6 +203,50 @@ class RawLoop:
         return self
 
 
+class GuaranteedLoop(RawLoop):
+    """:class:`RawLoop` plus the least each guarantee of ``partial_fit`` costs.
+
+    What is left between it and ``none`` is the estimator's own: scikit-learn's
+    and skorch's bookkeeping, the lock, the snapshot clock, the full log.
+    """
+
+    classes = np.arange(N_CLASSES)
+
+    def __init__(self, module, batch_size, seed=0):
+        super().__init__(module, batch_size, seed)
+        self.log = deque(maxlen=1000)
+
+    def partial_fit(self, X, y):
+        """``RawLoop.partial_fit`` inside a transaction, with its checks and its log."""
+        X = np.asarray(X, dtype=np.float32)
+        if not np.isfinite(X.sum()):
+            raise ValueError("X holds NaN or an infinity.")
+        y = np.searchsorted(self.classes, y)
+        params = list(self.module.parameters())
+        momentum = [state["momentum_buffer"] for state in self.optimizer.state.values()]
+        saved = [tensor.detach().clone() for tensor in params + momentum]
+        found = torch.zeros((), device=DEVICE)
+        losses = []
+        Xt, yt = torch.as_tensor(X, device=DEVICE), torch.as_tensor(y, device=DEVICE)
+        for start in range(0, len(Xt), self.batch_size):
+            self.optimizer.zero_grad()
+            loss = self.criterion(self.module(Xt[start:start + self.batch_size]),
+                                  yt[start:start + self.batch_size])
+            loss.backward()
+            self.optimizer.step()
+            mark_non_finite(found, [loss])
+            mark_out_of_range(found, params)
+            losses.append(loss.detach())
+        record = torch.cat((torch.stack(losses), found.reshape(1))).cpu().numpy()
+        if record[-1]:
+            with torch.no_grad():
+                for tensor, copy in zip(params + momentum, saved):
+                    tensor.copy_(copy)
+            raise ValueError("The call produced NaN or an infinity.")
+        self.log.extend({"loss": float(loss)} for loss in record[:-1])
+        return self
+
+
 def make_trainer(case, module, batch_size, seed=0, pretrain=PRETRAIN_BATCHES,
                  warmup=None):
     """A trainer for ``case`` that has seen ``pretrain + warmup`` batches.
@@ -207,8 +258,8 @@ def make_trainer(case, module, batch_size, seed=0, pretrain=PRETRAIN_BATCHES,
     warmup = warmup_batches(case) if warmup is None else warmup
     X, y = digits_stream(batch_size * (pretrain + warmup), seed + 1)
     chunks = [slice(start, start + batch_size) for start in range(0, len(y), batch_size)]
-    if case in ("raw", "forward"):
-        trainer = RawLoop(module, batch_size, seed)
+    if case in ("raw", "forward", "floor"):
+        trainer = (GuaranteedLoop if case == "floor" else RawLoop)(module, batch_size, seed)
         for chunk in chunks:
             trainer.partial_fit(X[chunk], y[chunk])
         if case == "forward":

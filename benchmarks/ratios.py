@@ -14,6 +14,8 @@ Section 1, ``partial_fit`` per batch: ``--batches-per-call`` batches per call
 (the per-call cost of input validation is shared by them; ``1`` measures a
 stream fed one batch per call, the hot path). Columns: the time per batch of
 each case, then ``none / raw`` (every defence off against the torch loop),
+``floor / raw`` (the torch loop plus the least that ``partial_fit``'s
+guarantees cost, ``_workloads.GuaranteedLoop``),
 ``1 + forward / none`` (the step plus one eval-mode forward pass of the
 module, the bound the discrepancy approaches), ``default / none`` (the
 defaults: the step guard alone), ``dsc-without-flags / none`` (DSC with
@@ -61,6 +63,7 @@ __all__ = ["main", "partial_fit_ratios", "snapshot_ratios"]
 #: (name, numerator, denominator) of the ratios of section 1.
 PARTIAL_FIT_RATIOS = (
     ("none/raw", "none", "raw"),
+    ("floor/raw", "floor", "raw"),
     ("1+forward/none", "forward", "none"),
     ("default/none", "default", "none"),
     ("no-flags/none", "dsc-without-flags", "none"),
