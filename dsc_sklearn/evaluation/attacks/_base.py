@@ -175,7 +175,7 @@ class _StreamRandomMixin:
         return super().set_params(**params)
 
     def _draw_rows(self, n_samples, fraction):
-        """Indices of ``fraction`` of ``n_samples`` rows (at least one), drawn without replacement."""
+        """``fraction`` of ``n_samples`` row indices (at least one), drawn without replacement."""
         n_drawn = min(n_samples, max(1, round(fraction * n_samples)))
         return self._generator().choice(n_samples, size=n_drawn, replace=False)
 
