@@ -20,6 +20,7 @@ Run it from the repository root::
 """
 
 import argparse
+import functools
 import json
 import platform
 import threading
@@ -29,25 +30,14 @@ import numpy as np
 import torch
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
+from dsc_sklearn.defence.modules import MLP
 from dsc_sklearn.evaluation.datasets import load_stream_dataset
 
 __all__ = ["measure"]
 
 
-class DropoutMLP(torch.nn.Module):
-    """The default MLP's shape (one hidden layer of 100) with Dropout(0.2)."""
-
-    def __init__(self, n_features, n_classes):
-        super().__init__()
-        self.layers = torch.nn.Sequential(
-            torch.nn.Linear(n_features, 100), torch.nn.ReLU(), torch.nn.Dropout(0.2),
-            torch.nn.Linear(100, n_classes))
-
-    def forward(self, X):
-        return self.layers(X)
-
-
-MODULES = {"mlp": None, "mlp+dropout": DropoutMLP}
+#: The default MLP, and the same shape (one hidden layer of 100) with Dropout(0.2).
+MODULES = {"mlp": None, "mlp+dropout": functools.partial(MLP, dropout=0.2)}
 
 
 def _rate(work, seconds, stop=None):

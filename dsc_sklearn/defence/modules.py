@@ -25,6 +25,9 @@ class MLP(nn.Module):
         Number of logits.
     hidden_layer_sizes : tuple of int, default=(100,)
         Width of each hidden layer.
+    dropout : float, default=0.0
+        Probability of the :class:`~torch.nn.Dropout` after each hidden
+        layer's ReLU; ``0`` adds no Dropout layer.
 
     Examples
     --------
@@ -32,14 +35,23 @@ class MLP(nn.Module):
     >>> from dsc_sklearn.defence.modules import MLP
     >>> MLP(64, 10, hidden_layer_sizes=(32,))(torch.zeros(5, 64)).shape
     torch.Size([5, 10])
+    >>> MLP(64, 10, dropout=0.2).layers
+    Sequential(
+      (0): Linear(in_features=64, out_features=100, bias=True)
+      (1): ReLU()
+      (2): Dropout(p=0.2, inplace=False)
+      (3): Linear(in_features=100, out_features=10, bias=True)
+    )
     """
 
-    def __init__(self, n_features, n_classes, hidden_layer_sizes=(100,)):
+    def __init__(self, n_features, n_classes, hidden_layer_sizes=(100,), dropout=0.0):
         super().__init__()
         widths = (n_features, *hidden_layer_sizes)
         layers = []
         for n_in, n_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(widths[-1], n_classes))
         self.layers = nn.Sequential(*layers)
 

@@ -46,6 +46,9 @@ __all__ = [
 
 _MNIST1D_DEFAULT_SAMPLES = 5000
 _SYNTHETIC_DEFAULT_SAMPLES = 20000
+#: The "synthetic" data set's problem: make_classification's arguments but its size and seed.
+_SYNTHETIC_PROBLEM = dict(n_features=64, n_informative=32, n_classes=10, class_sep=1.5,
+                          flip_y=0.0)
 # Shuttle has 49,097 rows; a stratified subsample keeps a protocol run short.
 _SHUTTLE_DEFAULT_SAMPLES = 5000
 # Rows of the concept before the drift (split into train / val / test).
@@ -116,12 +119,7 @@ def _load_mnist1d(n_samples, rng):
 def _load_synthetic(n_samples, rng):
     return make_classification(
         n_samples=_SYNTHETIC_DEFAULT_SAMPLES if n_samples is None else n_samples,
-        n_features=64,
-        n_informative=32,
-        n_classes=10,
-        class_sep=1.5,
-        flip_y=0.0,
-        random_state=rng,
+        random_state=rng, **_SYNTHETIC_PROBLEM,
     )
 
 
@@ -398,9 +396,10 @@ _SPECS = {
         ),
     ),
     "synthetic": _tabular(
-        _load_synthetic, 10,
-        "A 10-class, 64-feature Gaussian classification problem from "
-        "make_classification, standardized with training-split statistics.",
+        _load_synthetic, _SYNTHETIC_PROBLEM["n_classes"],
+        f"A {_SYNTHETIC_PROBLEM['n_classes']}-class, {_SYNTHETIC_PROBLEM['n_features']}-feature "
+        "Gaussian classification problem from make_classification, standardized with "
+        "training-split statistics.",
     ),
     "imagesegments": _river(
         "imagesegments", "ImageSegments", 7,

@@ -666,6 +666,15 @@ def run_learning_protocol(estimator, data, *, n_passes=5, batch_size=100, random
     )
 
 
+def _accuracies_after_drift(start, X_test, y_test):
+    """Accuracy before the drift, and each twin's on the drifted test set, with their gap."""
+    defended, plain = start.models
+    accuracy_drift = defended.score(X_test, y_test)
+    accuracy_plain = plain.score(X_test, y_test)
+    return dict(accuracy_burn_in=start.accuracy_burn_in, accuracy_drift=accuracy_drift,
+                accuracy_plain=accuracy_plain, accuracy_gap=accuracy_plain - accuracy_drift)
+
+
 def run_drift_protocol(
     estimator,
     data,
@@ -749,13 +758,8 @@ def run_drift_protocol(
         n_flagged += int(defended.last_flagged_.sum())
         n_seen += len(X_batch)
     X_test = apply_drift(data.X_test, kind, strength, random_state=rng, **drift)
-    accuracy_drift = defended.score(X_test, data.y_test)
-    accuracy_plain = plain.score(X_test, data.y_test)
     return Bunch(
-        accuracy_burn_in=start.accuracy_burn_in,
-        accuracy_drift=accuracy_drift,
-        accuracy_plain=accuracy_plain,
-        accuracy_gap=accuracy_plain - accuracy_drift,
+        **_accuracies_after_drift(start, X_test, data.y_test),
         flagged_fraction_drift=_ratio(n_flagged, n_seen),
         scaled_fraction_drift=_guarded_ratio(defended.n_steps_scaled_ - scaled_before,
                                              len(start.batches), defended),
@@ -848,13 +852,8 @@ def run_concept_drift_protocol(
         sizes.append(len(y_batch))
         drift_curve.append(float(np.mean(data.drift_progress[rows])))
     prequential = [float(np.average(curve, weights=sizes)) for curve in curves]
-    accuracy_drift = defended.score(data.X_test_after, data.y_test_after)
-    accuracy_plain = plain.score(data.X_test_after, data.y_test_after)
     return Bunch(
-        accuracy_burn_in=start.accuracy_burn_in,
-        accuracy_drift=accuracy_drift,
-        accuracy_plain=accuracy_plain,
-        accuracy_gap=accuracy_plain - accuracy_drift,
+        **_accuracies_after_drift(start, data.X_test_after, data.y_test_after),
         prequential_accuracy=prequential[0],
         prequential_plain=prequential[1],
         prequential_gap=prequential[1] - prequential[0],

@@ -59,6 +59,13 @@ def _train(net, n_batches, seed=0):
     return steps
 
 
+def _trained_guard(guard, n_batches):
+    """``guard`` in a net that took ``n_batches`` training steps."""
+    net = _net(guard)
+    _train(net, n_batches)
+    return net.step_guard_
+
+
 def _field(step, name):
     return step["record"][LOG_FIELDS.index(name)].item()
 
@@ -85,12 +92,20 @@ def test_step_guard_is_a_scikit_learn_style_object():
     assert make_step_guard(guard) is not guard
 
 
-@pytest.mark.parametrize("params", [{"margin": 0}, {"probe": "all"}, {"rule": "soft"},
-                                    {"window": 0}, {"optimizer_state": "reset"}])
-def test_invalid_guard_parameters_are_refused_at_the_first_fit(params):
+INVALID_PARAMS = [
+    *((StepGuard, params) for params in [{"margin": 0}, {"probe": "all"}, {"rule": "soft"},
+                                         {"window": 0}, {"optimizer_state": "reset"}]),
+    *((CumulativeGuard, params) for params in [{"k": 0}, {"cumulative_margin": 0.0},
+                                               {"min_windows": 0}, {"cumulative_window": 0},
+                                               {"step_harm": "trend"}, {"learning_drop": 1.0}]),
+]
+
+
+@pytest.mark.parametrize("guard_class, params", INVALID_PARAMS)
+def test_invalid_guard_parameters_are_refused_at_the_first_fit(guard_class, params):
     X, y = _data(BATCH)
-    clf = DiscrepancyAwareOnlineClassifier(step_guard=StepGuard(**params))
-    with pytest.raises(ValueError, match="StepGuard"):
+    clf = DiscrepancyAwareOnlineClassifier(step_guard=guard_class(**params))
+    with pytest.raises(ValueError, match=guard_class.__name__):
         clf.partial_fit(X, y, classes=range(N_CLASSES))
 
 
@@ -374,6 +389,17 @@ def _round_trip(clf, how):
     return clone(clf).load_params(buffer)
 
 
+def _streamed_and_restored(step_guard, round_trip):
+    """A classifier guarded by ``step_guard`` after rows 0 to 400 of an 800-row stream.
+
+    Returned with its round-tripped copy and the whole stream ``X, y``.
+    """
+    X, y = _data(800)
+    clf = _stream(DiscrepancyAwareOnlineClassifier(
+        batch_size=BATCH, random_state=0, step_guard=step_guard), X, y, 0, 400)
+    return clf, _round_trip(clf, round_trip), X, y
+
+
 def _assert_streams_alike(clf, restored, X, y, field):
     """Both stream rows 400 to 800 alike: the same log ``field`` and predictions."""
     _stream(clf, X, y, 400, 800)
@@ -385,11 +411,7 @@ def _assert_streams_alike(clf, restored, X, y, field):
 
 @pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
 def test_the_guard_state_round_trips_and_the_stream_continues_exactly(round_trip):
-    X, y = _data(800)
-    clf = _stream(DiscrepancyAwareOnlineClassifier(
-        batch_size=BATCH, random_state=0, step_guard=StepGuard(warmup=3, window=10)),
-        X, y, 0, 400)
-    restored = _round_trip(clf, round_trip)
+    clf, restored, X, y = _streamed_and_restored(StepGuard(warmup=3, window=10), round_trip)
     saved, loaded = clf.net_.step_guard_.state_dict(), restored.net_.step_guard_.state_dict()
     assert saved["window"] == loaded["window"]
     assert torch.equal(saved["probe"]["X"], loaded["probe"]["X"])
@@ -398,9 +420,7 @@ def test_the_guard_state_round_trips_and_the_stream_continues_exactly(round_trip
 
 
 def test_load_state_dict_refuses_a_forged_state():
-    net = _net(StepGuard(warmup=3, window=10))
-    _train(net, 4)
-    guard = net.step_guard_
+    guard = _trained_guard(StepGuard(warmup=3, window=10), 4)
     state = guard.state_dict()
     with pytest.raises(ValueError, match="entries"):
         guard.load_state_dict({**state, "margin": 100.0})
@@ -705,11 +725,7 @@ def test_refused_batches_are_not_steps_of_the_window():
 
 @pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
 def test_the_cumulative_state_round_trips_and_the_stream_continues_exactly(round_trip):
-    X, y = _data(800)
-    clf = _stream(DiscrepancyAwareOnlineClassifier(
-        batch_size=BATCH, random_state=0, step_guard=CumulativeGuard(k=4, warmup=3)),
-        X, y, 0, 400)
-    restored = _round_trip(clf, round_trip)
+    clf, restored, X, y = _streamed_and_restored(CumulativeGuard(k=4, warmup=3), round_trip)
     saved, loaded = clf.step_guard_.state_dict(), restored.step_guard_.state_dict()
     assert saved["cumulative_window"] == loaded["cumulative_window"]
     assert len(saved["ring"]) == len(loaded["ring"]) == 5
@@ -734,9 +750,7 @@ def test_a_saved_cumulative_state_is_not_changed_by_later_steps():
 
 
 def test_load_state_dict_refuses_a_forged_ring():
-    net = _net(CumulativeGuard(k=3, warmup=3))
-    _train(net, 6)
-    guard = net.step_guard_
+    guard = _trained_guard(CumulativeGuard(k=3, warmup=3), 6)
     state = guard.state_dict()
     too_long = {**state, "ring": state["ring"] * 2}
     with pytest.raises(ValueError, match="ring"):
@@ -765,16 +779,6 @@ def test_the_cumulative_guard_composes_in_a_chain():
     _train(net, 2, seed=1)
     net.step_guard_.load_state_dict(state)
     assert len(cumulative.ring_) == 4
-
-
-@pytest.mark.parametrize("params", [{"k": 0}, {"cumulative_margin": 0.0},
-                                    {"min_windows": 0}, {"cumulative_window": 0},
-                                    {"step_harm": "trend"}, {"learning_drop": 1.0}])
-def test_invalid_cumulative_parameters_are_refused_at_the_first_fit(params):
-    X, y = _data(BATCH)
-    clf = DiscrepancyAwareOnlineClassifier(step_guard=CumulativeGuard(**params))
-    with pytest.raises(ValueError, match="CumulativeGuard"):
-        clf.partial_fit(X, y, classes=range(N_CLASSES))
 
 
 def test_window_harm_lets_an_overshoot_pass_that_the_step_rule_pulls_back():

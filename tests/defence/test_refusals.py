@@ -130,18 +130,25 @@ def test_a_module_class_that_needs_other_arguments_is_refused_naming_the_fix():
     assert clf.n_batches_seen_ == 1
 
 
-class FailsOnce(torch.nn.Module):
-    failed = False
+class LinearNet(torch.nn.Module):
+    """One linear layer, of the sizes the estimator passes."""
 
     def __init__(self, n_features, n_classes):
         super().__init__()
         self.layer = torch.nn.Linear(n_features, n_classes)
 
     def forward(self, X):
+        return self.layer(X)
+
+
+class FailsOnce(LinearNet):
+    failed = False
+
+    def forward(self, X):
         if not type(self).failed:
             type(self).failed = True
             raise RuntimeError("device busy, try again")
-        return self.layer(X)
+        return super().forward(X)
 
 
 def test_an_error_of_the_first_forward_is_not_blamed_on_the_features_alone():
@@ -180,17 +187,13 @@ def test_batch_norm_with_a_one_row_last_chunk_is_refused_before_training():
     assert clf.n_batches_seen_ == 2
 
 
-class Widens(torch.nn.Module):
+class Widens(LinearNet):
     """Adds a column to its output once ``wide`` is set."""
 
     wide = False
 
-    def __init__(self, n_features, n_classes):
-        super().__init__()
-        self.layer = torch.nn.Linear(n_features, n_classes)
-
     def forward(self, X):
-        out = self.layer(X)
+        out = super().forward(X)
         return torch.cat([out, out[:, :1]], 1) if type(self).wide else out
 
 

@@ -9,6 +9,7 @@ from several threads and compares it with a serial twin.
 """
 
 import copy
+import functools
 import io
 import pickle
 import threading
@@ -19,21 +20,13 @@ import torch
 from sklearn.base import clone
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier, MemorizationDiscrepancyScorer
+from dsc_sklearn.defence.modules import MLP
 
 N_FEATURES, CLASSES = 6, [0, 1, 2]
 
 
-class DropoutNet(torch.nn.Module):
-    """A module whose training differs from its evaluation (not mode invariant)."""
-
-    def __init__(self, n_features, n_classes):
-        super().__init__()
-        self.layers = torch.nn.Sequential(
-            torch.nn.Linear(n_features, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5),
-            torch.nn.Linear(16, n_classes))
-
-    def forward(self, X):
-        return self.layers(X)
+#: A module whose training differs from its evaluation (not mode invariant).
+DropoutNet = functools.partial(MLP, hidden_layer_sizes=(16,), dropout=0.5)
 
 
 def stream(n_batches, seed=0, batch_size=40):

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
 from dsc_sklearn.defence.guards import CumulativeGuard, GuardChain, StepGuard
@@ -25,17 +24,9 @@ from dsc_sklearn.evaluation.protocol import ADAPTIVE_ATTACKS, ATTACKS, run_strea
 SMALL = dict(max_steps=3, burn_in_epochs=1, defence_warmup=2, stealth_slack=None)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16).astype(np.float32)
-    order = np.random.RandomState(0).permutation(len(X))
-    return X[order], y[order]
-
-
-def _fitted(digits, n_passes=3, **params):
+def _fitted(pixel_digits, n_passes=3, **params):
     """Three passes of plain training on 1000 rows, then the guard on and four batches."""
-    X, y = digits
+    X, y = pixel_digits
     params = {"hidden_layer_sizes": (32,), "random_state": 0,
               "step_guard": StepGuard(warmup=3), **params}
     guard = params.pop("step_guard")
@@ -49,23 +40,23 @@ def _fitted(digits, n_passes=3, **params):
     return clf
 
 
-def digits_batch(digits):
-    X, y = digits
+def digits_batch(pixel_digits):
+    X, y = pixel_digits
     return X[1680:1780], y[1680:1780]
 
 
-def _parts(digits):
-    X, y = digits
+def _parts(pixel_digits):
+    X, y = pixel_digits
     return {"trigger": (X[1400:1490], y[1400:1490]), "val": (X[1490:1580], y[1490:1580]),
             "batch": (X[1580:1680], y[1580:1680])}
 
 
-def test_the_unrolled_step_is_the_real_step(digits):
+def test_the_unrolled_step_is_the_real_step(pixel_digits):
     """The parameters an undefended call leaves, predicted before the call."""
     for params in ({"step_guard": None}, {"clip_value": 0.01, "step_guard": None},
                    {"momentum": 0.0, "step_guard": None}):
-        clf = _fitted(digits, **params)
-        X, y = _parts(digits)["batch"]
+        clf = _fitted(pixel_digits, **params)
+        X, y = _parts(pixel_digits)["batch"]
         Xt, yt = _Victim.from_estimator(clf).data(X, y, "X")
         theta = _UnrolledSGD(clf, _Victim.from_estimator(clf)).run(Xt, yt)
         clf.partial_fit(X, y)
@@ -76,10 +67,10 @@ def test_the_unrolled_step_is_the_real_step(digits):
 @pytest.mark.parametrize("guard", [StepGuard(warmup=3), StepGuard(warmup=3, recent_size=50),
                                    GuardChain([StepGuard(warmup=3), StepGuard(warmup=3,
                                                                               margin=1.5)])])
-def test_the_trial_call_is_the_real_call_and_leaves_the_victim_alone(digits, guard):
+def test_the_trial_call_is_the_real_call_and_leaves_the_victim_alone(pixel_digits, guard):
     """What the guards decide on the copy is what they decide on the victim."""
-    clf = _fitted(digits, step_guard=guard, batch_size=50)
-    X, y = _parts(digits)["batch"]
+    clf = _fitted(pixel_digits, step_guard=guard, batch_size=50)
+    X, y = _parts(pixel_digits)["batch"]
     X = np.clip(X + 0.3 * np.sign(np.random.RandomState(0).randn(*X.shape)), 0, 1)
     before = {name: p.detach().clone() for name, p in clf.module_.named_parameters()}
     trial, steps = _trial_call(clf, X.astype(np.float32), y)
@@ -95,13 +86,13 @@ def test_the_trial_call_is_the_real_call_and_leaves_the_victim_alone(digits, gua
         torch.testing.assert_close(dict(trial.module_.named_parameters())[name], param)
 
 
-def test_guard_aware_poison_passes_the_guard_the_plain_attack_does_not(digits):
-    parts = _parts(digits)
+def test_guard_aware_poison_passes_the_guard_the_plain_attack_does_not(pixel_digits):
+    parts = _parts(pixel_digits)
     (Xt, yt), (Xv, yv), (X, y) = parts["trigger"], parts["val"], parts["batch"]
     scales = {}
     for attack in (AccumulativePoisoningAttack(epsilon=0.3),
                    GuardAwarePoisoningAttack(epsilon=0.3)):
-        clf = _fitted(digits)
+        clf = _fitted(pixel_digits)
         X_trigger = attack.craft_trigger(clf, Xt, yt, Xv, yv)
         X_fed, is_poison = attack.poison_batch(clf, X, y, X_trigger, yt, Xv, yv)
         clf.partial_fit(X_fed, y)
@@ -112,10 +103,10 @@ def test_guard_aware_poison_passes_the_guard_the_plain_attack_does_not(digits):
     assert attack.last_steps_[0][0].scale == 1.0 and 0.0 < attack.last_scale_ <= 1.0
 
 
-def test_guard_aware_is_the_plain_attack_without_a_guard(digits):
-    parts = _parts(digits)
+def test_guard_aware_is_the_plain_attack_without_a_guard(pixel_digits):
+    parts = _parts(pixel_digits)
     (Xt, yt), (Xv, yv), (X, y) = parts["trigger"], parts["val"], parts["batch"]
-    clf = _fitted(digits, step_guard=None)
+    clf = _fitted(pixel_digits, step_guard=None)
     plain, aware = AccumulativePoisoningAttack(), GuardAwarePoisoningAttack()
     X_trigger = plain.craft_trigger(clf, Xt, yt, Xv, yv)
     np.testing.assert_array_equal(aware.craft_trigger(clf, Xt, yt, Xv, yv), X_trigger)
@@ -124,10 +115,10 @@ def test_guard_aware_is_the_plain_attack_without_a_guard(digits):
         plain.poison_batch(clf, X, y, X_trigger, yt, Xv, yv)[0])
 
 
-def test_window_aware_trigger_batches_pass_both_checks_of_a_cumulative_guard(digits):
-    parts = _parts(digits)
+def test_window_aware_trigger_batches_pass_both_checks_of_a_cumulative_guard(pixel_digits):
+    parts = _parts(pixel_digits)
     (Xt, yt), (Xv, yv) = parts["trigger"], parts["val"]
-    clf = _fitted(digits, step_guard=CumulativeGuard(k=2, warmup=3, min_windows=1))
+    clf = _fitted(pixel_digits, step_guard=CumulativeGuard(k=2, warmup=3, min_windows=1))
     assert clf.step_guard_.cumulative_bound() < np.inf
     attack = WindowAwarePoisoningAttack(n_trigger_batches=4, random_state=0)
     for _ in range(attack.n_trigger_batches):  # more batches than the window's k = 2
@@ -141,30 +132,30 @@ def test_window_aware_trigger_batches_pass_both_checks_of_a_cumulative_guard(dig
     assert clf.step_guard_.n_pulled_back_ == 0
 
 
-def test_window_aware_is_the_plain_trigger_without_a_guard(digits):
-    parts = _parts(digits)
+def test_window_aware_is_the_plain_trigger_without_a_guard(pixel_digits):
+    parts = _parts(pixel_digits)
     (Xt, yt), (Xv, yv) = parts["trigger"], parts["val"]
-    clf = _fitted(digits, step_guard=None)
+    clf = _fitted(pixel_digits, step_guard=None)
     np.testing.assert_array_equal(
         WindowAwarePoisoningAttack().craft_trigger(clf, Xt, yt, Xv, yv),
         AccumulativePoisoningAttack().craft_trigger(clf, Xt, yt, Xv, yv))
 
 
 @pytest.mark.parametrize("granularity", ["sample", "batch"])
-def test_discrepancy_aware_poison_stays_under_the_gate(digits, granularity):
-    parts = _parts(digits)
+def test_discrepancy_aware_poison_stays_under_the_gate(pixel_digits, granularity):
+    parts = _parts(pixel_digits)
     (Xt, yt), (Xv, yv), (X, y) = parts["trigger"], parts["val"], parts["batch"]
     clf = DiscrepancyAwareOnlineClassifier(
         hidden_layer_sizes=(32,), random_state=0, step_guard=None, correction="dsc",
         granularity=granularity, snapshot_every=None, history_size=1, threshold=1e6)
     for n_pass in range(3):
         for start in range(0, 1000, 100):
-            clf.partial_fit(*(part[start:start + 100] for part in digits), classes=range(10))
+            clf.partial_fit(*(part[start:start + 100] for part in pixel_digits), classes=range(10))
         if n_pass == 0:
             clf.take_snapshot()
     threshold = [1e6]  # a schedule that reads this cell: set below, once the gate is on
     clf.set_params(threshold=lambda step: threshold[0])
-    clf.partial_fit(*digits_batch(digits))  # the new threshold takes over at the next call
+    clf.partial_fit(*digits_batch(pixel_digits))  # the new threshold takes over at the next call
     plain = AccumulativePoisoningAttack()
     X_trigger = plain.craft_trigger(clf, Xt, yt, Xv, yv)
     X_plain = plain.poison_batch(clf, X, y, X_trigger, yt, Xv, yv)[0]
@@ -186,16 +177,16 @@ def test_discrepancy_aware_poison_stays_under_the_gate(digits, granularity):
     assert is_poison.any() == (np.abs(X_fed - X).max() > 0)
     assert granularity == "batch" or is_poison.any()
     # Without a gate there is nothing to stay under: the plain attack.
-    clf = _fitted(digits, step_guard=None)
+    clf = _fitted(pixel_digits, step_guard=None)
     np.testing.assert_array_equal(
         DiscrepancyAwarePoisoningAttack().poison_batch(clf, X, y, X_trigger, yt, Xv, yv)[0],
         plain.poison_batch(clf, X, y, X_trigger, yt, Xv, yv)[0])
 
 
-def test_gradient_ascent_raises_the_validation_loss_after_the_step(digits):
-    parts = _parts(digits)
+def test_gradient_ascent_raises_the_validation_loss_after_the_step(pixel_digits):
+    parts = _parts(pixel_digits)
     (Xv, yv), (X, y) = parts["val"], parts["batch"]
-    clf = _fitted(digits, step_guard=None)
+    clf = _fitted(pixel_digits, step_guard=None)
     attack = GradientAscentAttack(epsilon=0.1, poison_fraction=0.5, random_state=0)
     X_fed, is_poison = attack.poison_batch(clf, X, y, None, None, Xv, yv)
     assert is_poison.sum() == 50 and np.array_equal(X_fed[~is_poison], X[~is_poison])
@@ -224,10 +215,10 @@ def test_label_flips_change_labels_only():
     (GradientAscentAttack, {"epsilon": -1.0}, "epsilon"),
     (LabelFlipAttack, {"flip_fraction": 0.0}, "flip_fraction"),
 ])
-def test_bad_parameters_are_refused(digits, attack, params, message):
-    parts = _parts(digits)
+def test_bad_parameters_are_refused(pixel_digits, attack, params, message):
+    parts = _parts(pixel_digits)
     (Xt, yt), (Xv, yv), (X, y) = parts["trigger"], parts["val"], parts["batch"]
-    clf = _fitted(digits, n_passes=1)
+    clf = _fitted(pixel_digits, n_passes=1)
     attack = attack(**params)
     with pytest.raises(ValueError, match=message):
         attack.poison_batch(clf, X, y, Xt, yt, Xv, yv)
@@ -286,12 +277,12 @@ def test_the_accumulative_attack_is_unchanged_by_the_new_protocol_options(data):
     np.testing.assert_array_equal(by_name.accuracy_curve, again.accuracy_curve)
 
 
-def test_a_trial_call_leaves_no_trace_outside_the_copy(digits, caplog):
+def test_a_trial_call_leaves_no_trace_outside_the_copy(pixel_digits, caplog):
     # Dropout draws from torch's global generator; a large, harmful step alarms.
     module = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
                                  torch.nn.Dropout(0.5), torch.nn.Linear(32, 10))
-    clf = _fitted(digits, module=module).set_params(lr=5.0)
-    X, y = _parts(digits)["batch"]
+    clf = _fitted(pixel_digits, module=module).set_params(lr=5.0)
+    X, y = _parts(pixel_digits)["batch"]
     rng_state = torch.get_rng_state()
     with caplog.at_level("WARNING", logger="dsc_sklearn"):
         trial, steps = _trial_call(clf, X, (y + 1) % 10)

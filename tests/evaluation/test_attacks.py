@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 
 from dsc_sklearn.evaluation.attacks import AccumulativePoisoningAttack, UniformNoiseAttack
@@ -14,16 +13,8 @@ OBJECTIVES = ["reg", "second", "normal"]
 
 
 @pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)
-    order = np.random.RandomState(0).permutation(len(X))
-    return X[order], y[order]
-
-
-@pytest.fixture(scope="module")
-def batches(digits):
-    X, y = digits
+def batches(pixel_digits):
+    X, y = pixel_digits
     parts = {"trigger": slice(0, 50), "val": slice(50, 100), "stream": slice(100, 200)}
     return {name: (X[s], y[s]) for name, s in parts.items()}
 
@@ -79,8 +70,8 @@ MODELS = {"mlp": _mlp, "bn_mlp": _bn_mlp, "cnn": SmallCNN}
 
 
 @pytest.fixture(scope="module")
-def victims(digits):
-    X, y = digits
+def victims(pixel_digits):
+    X, y = pixel_digits
     out = {}
     for name, make in MODELS.items():
         module = _train(make(), X[200:], y[200:], n_steps=150)
@@ -450,8 +441,8 @@ def _online_run(seed, poisoned, data, n_burn_in_epochs=5, n_online=30):
     return before_trigger, accuracy()
 
 
-def test_end_to_end_accumulative_attack_hurts_plain_sgd(digits):
-    X, y = digits
+def test_end_to_end_accumulative_attack_hurts_plain_sgd(pixel_digits):
+    X, y = pixel_digits
     data = (X[700:], y[700:], X[500:600], y[500:600], X[600:700], y[600:700], X[:500], y[:500])
     runs = np.array(
         [_online_run(seed, False, data, n_online=20) + _online_run(seed, True, data, n_online=20)

@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..._pgd import signed_steps
 from ...defence._constraints import NumberInterval
-from ._base import _BUDGET_CONSTRAINTS, _OBJECTIVES, PoisoningAttack, _budget, _StreamRandomMixin
+from ._base import _OBJECTIVES, _BudgetAttack
 from ._victim import (
     _cosine_sum,
     _inspection_mode,
@@ -19,7 +19,7 @@ from ._victim import (
 )
 
 
-class AccumulativePoisoningAttack(_StreamRandomMixin, PoisoningAttack):
+class AccumulativePoisoningAttack(_BudgetAttack):
     """White-box accumulative poisoning attack on a streaming classifier.
 
     The attack of Pang et al. (2021) has two parts. :meth:`craft_trigger`
@@ -140,7 +140,7 @@ class AccumulativePoisoningAttack(_StreamRandomMixin, PoisoningAttack):
     legend = ("the attack of Pang et al. (2021): every stream batch poisoned (L∞ 0.2), "
               "then a poisoned trigger batch re-crafted on the model reached")
     _parameter_constraints = {
-        **_BUDGET_CONSTRAINTS,
+        **_BudgetAttack._parameter_constraints,
         "gamma": [Interval(numbers.Real, 0, None, closed="left")],
         "objective": [StrOptions(set(_OBJECTIVES))],
     }
@@ -157,17 +157,13 @@ class AccumulativePoisoningAttack(_StreamRandomMixin, PoisoningAttack):
         input_bounds=(0.0, 1.0),
         random_state=None,
     ):
-        self.epsilon = epsilon
-        self.n_steps = n_steps
-        self.step_size = step_size
+        super().__init__(
+            epsilon=epsilon, n_steps=n_steps, step_size=step_size,
+            poison_fraction=poison_fraction, input_bounds=input_bounds,
+            random_state=random_state,
+        )
         self.gamma = gamma
         self.objective = objective
-        self.poison_fraction = poison_fraction
-        self.input_bounds = input_bounds
-        self.random_state = random_state
-
-    def _check_params(self):
-        return _budget(self)
 
     def trigger_alignment(self, estimator, X_trigger, y_trigger, X_val, y_val):
         """Alignment of the trigger and validation gradients.
@@ -334,14 +330,9 @@ class AccumulativePoisoningAttack(_StreamRandomMixin, PoisoningAttack):
         Xv, yv = victim.data(X_val, y_val, "X_val")
         trigger = self._trigger(victim, X_trigger, y_trigger)
 
-        n_samples = Xc.shape[0]
-        is_poison = np.ones(n_samples, dtype=bool)
+        is_poison = self._poisoned_rows(Xc.shape[0])
         rows = None
         if self.poison_fraction < 1:
-            n_poison = min(n_samples, max(1, round(self.poison_fraction * n_samples)))
-            chosen = self._generator().choice(n_samples, size=n_poison, replace=False)
-            is_poison[:] = False
-            is_poison[chosen] = True
             rows = torch.as_tensor(is_poison, dtype=Xc.dtype, device=Xc.device)[:, None]
 
         with _inspection_mode(victim.module):

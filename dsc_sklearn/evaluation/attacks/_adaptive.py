@@ -15,6 +15,11 @@ def _scales(max_halvings):
     return [0.5 ** k for k in range(max_halvings + 1)] + [0.0]
 
 
+def _scaled(X, X_adv, scale):
+    """``X + scale * (X_adv - X)``, as float32."""
+    return (X + np.float32(scale) * (X_adv - X)).astype(np.float32)
+
+
 class _LineSearchAttack(AccumulativePoisoningAttack):
     """The accumulative attack plus the parameters of a line search on its perturbation."""
 
@@ -157,6 +162,24 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
                                               or not decision.harmful)
                    for decisions in steps for decision in decisions)
 
+    def _largest_passing(self, estimator, X, y, X_adv, name):
+        """``X`` moved towards ``X_adv`` as far as every guard lets its steps pass unscaled.
+
+        Sets ``last_scale_`` and ``last_steps_``; a victim without a guard
+        gets ``X_adv`` itself.
+        """
+        self.last_scale_, self.last_steps_ = 1.0, []
+        if not _guarded(estimator):
+            return X_adv
+        X = _as_float_array(X, name)
+        for scale in _scales(self.max_halvings):
+            candidate = _scaled(X, X_adv, scale)
+            _, steps = _trial_call(estimator, candidate, y)
+            if scale == 0.0 or self._passes(steps):
+                break
+        self.last_scale_, self.last_steps_ = scale, steps
+        return candidate
+
     def poison_batch(self, estimator, X, y, X_trigger, y_trigger, X_val, y_val):
         """Poison one stream batch, as large as the step guard lets pass unscaled.
 
@@ -165,19 +188,10 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
         """
         X_adv, is_poison = super().poison_batch(estimator, X, y, X_trigger, y_trigger,
                                                 X_val, y_val)
-        self.last_scale_, self.last_steps_ = 1.0, []
-        if not _guarded(estimator):
-            return X_adv, is_poison
-        X = _as_float_array(X, "X")
-        for scale in _scales(self.max_halvings):
-            candidate = (X + np.float32(scale) * (X_adv - X)).astype(np.float32)
-            _, steps = _trial_call(estimator, candidate, y)
-            if scale == 0.0 or self._passes(steps):
-                break
-        self.last_scale_, self.last_steps_ = scale, steps
-        if scale == 0.0:
+        X_fed = self._largest_passing(estimator, X, y, X_adv, "X")
+        if self.last_scale_ == 0.0:
             is_poison = np.zeros_like(is_poison)
-        return candidate, is_poison
+        return X_fed, is_poison
 
     def craft_trigger(self, estimator, X_trigger, y_trigger, X_val, y_val):
         """Craft the trigger whose step, after the guard's pull-back, hurts most.
@@ -193,7 +207,7 @@ class GuardAwarePoisoningAttack(_LineSearchAttack):
         Xv, yv = _Victim.from_estimator(estimator).data(X_val, y_val, "X_val")
         best = None
         for scale in _scales(self.max_halvings):
-            candidate = (X_trigger + np.float32(scale) * (X_adv - X_trigger)).astype(np.float32)
+            candidate = _scaled(X_trigger, X_adv, scale)
             trial, steps = _trial_call(estimator, candidate, y_trigger)
             damage = _validation_loss(trial, Xv, yv)
             if best is None or damage > best[0]:
@@ -377,17 +391,7 @@ safety, max_halvings, random_state
         # most-harmful-after-pull-back search of GuardAwarePoisoningAttack.
         X_adv = AccumulativePoisoningAttack.craft_trigger(self, estimator, X_trigger,
                                                           y_trigger, X_val, y_val)
-        self.last_scale_, self.last_steps_ = 1.0, []
-        if not _guarded(estimator):
-            return X_adv
-        X_trigger = _as_float_array(X_trigger, "X_trigger")
-        for scale in _scales(self.max_halvings):
-            candidate = (X_trigger + np.float32(scale) * (X_adv - X_trigger)).astype(np.float32)
-            _, steps = _trial_call(estimator, candidate, y_trigger)
-            if scale == 0.0 or self._passes(steps):
-                break
-        self.last_scale_, self.last_steps_ = scale, steps
-        return candidate
+        return self._largest_passing(estimator, X_trigger, y_trigger, X_adv, "X_trigger")
 
 
 class DiscrepancyAwarePoisoningAttack(_LineSearchAttack):

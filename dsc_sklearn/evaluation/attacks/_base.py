@@ -157,14 +157,6 @@ def _check_input_bounds(owner, value):
     return float(low), float(high)
 
 
-def _budget(owner):
-    """Validate the parameters; return ``(epsilon, step_size, input_bounds)``."""
-    owner._validate_params()
-    bounds = _check_input_bounds(owner, owner.input_bounds)
-    step_size = 2 * owner.epsilon / owner.n_steps if owner.step_size is None else owner.step_size
-    return float(owner.epsilon), float(step_size), bounds
-
-
 class _StreamRandomMixin:
     """Draws one generator from ``random_state`` and advances it across calls.
 
@@ -181,3 +173,42 @@ class _StreamRandomMixin:
         if "random_state" in params:
             self.__dict__.pop("_rng_source", None)
         return super().set_params(**params)
+
+    def _draw_rows(self, n_samples, fraction):
+        """``fraction`` of ``n_samples`` row indices (at least one), drawn without replacement."""
+        n_drawn = min(n_samples, max(1, round(fraction * n_samples)))
+        return self._generator().choice(n_samples, size=n_drawn, replace=False)
+
+
+class _BudgetAttack(_StreamRandomMixin, PoisoningAttack):
+    """An attack that perturbs ``poison_fraction`` of each batch by signed steps in an L-inf ball.
+
+    Its parameters are documented by its subclasses, such as
+    :class:`GradientAscentAttack`.
+    """
+
+    _parameter_constraints = _BUDGET_CONSTRAINTS
+
+    def __init__(self, *, epsilon=0.2, n_steps=2, step_size=None, poison_fraction=1.0,
+                 input_bounds=(0.0, 1.0), random_state=None):
+        self.epsilon = epsilon
+        self.n_steps = n_steps
+        self.step_size = step_size
+        self.poison_fraction = poison_fraction
+        self.input_bounds = input_bounds
+        self.random_state = random_state
+
+    def _check_params(self):
+        """Validate the parameters; return ``(epsilon, step_size, input_bounds)``."""
+        self._validate_params()
+        bounds = _check_input_bounds(self, self.input_bounds)
+        step_size = 2 * self.epsilon / self.n_steps if self.step_size is None else self.step_size
+        return float(self.epsilon), float(step_size), bounds
+
+    def _poisoned_rows(self, n_samples):
+        """Mask of the rows to perturb: all, or ``poison_fraction`` of them drawn at random."""
+        is_poison = np.ones(n_samples, dtype=bool)
+        if self.poison_fraction < 1:
+            is_poison[:] = False
+            is_poison[self._draw_rows(n_samples, self.poison_fraction)] = True
+        return is_poison

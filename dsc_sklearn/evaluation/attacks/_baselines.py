@@ -9,7 +9,13 @@ from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils._param_validation import Interval
 
 from ..._pgd import signed_steps
-from ._base import _BUDGET_CONSTRAINTS, PoisoningAttack, _budget, _check_input_bounds, _StreamRandomMixin
+from ._base import (
+    _BUDGET_CONSTRAINTS,
+    PoisoningAttack,
+    _BudgetAttack,
+    _check_input_bounds,
+    _StreamRandomMixin,
+)
 from ._victim import _as_float_array, _inspection_mode, _UnrolledSGD, _Victim
 
 
@@ -113,7 +119,7 @@ class NoAttack(PoisoningAttack):
     poisons_trigger = False
 
 
-class GradientAscentAttack(_StreamRandomMixin, PoisoningAttack):
+class GradientAscentAttack(_BudgetAttack):
     """Non-accumulative baseline: every batch raises the validation loss at once.
 
     **Knows** the weights, the SGD optimizer and its momentum
@@ -176,19 +182,6 @@ class GradientAscentAttack(_StreamRandomMixin, PoisoningAttack):
     legend = ("every batch, the last one included, perturbed (L∞ 0.2) to raise the "
               "validation loss after the victim's simulated step on it (no planning)")
     adaptive_set = True
-    _parameter_constraints = _BUDGET_CONSTRAINTS
-
-    def __init__(self, *, epsilon=0.2, n_steps=2, step_size=None, poison_fraction=1.0,
-                 input_bounds=(0.0, 1.0), random_state=None):
-        self.epsilon = epsilon
-        self.n_steps = n_steps
-        self.step_size = step_size
-        self.poison_fraction = poison_fraction
-        self.input_bounds = input_bounds
-        self.random_state = random_state
-
-    def _check_params(self):
-        return _budget(self)
 
     def loss_after_step(self, estimator, X, y, X_val, y_val):
         """Validation loss after the victim's simulated step on ``(X, y)``.
@@ -256,13 +249,7 @@ class GradientAscentAttack(_StreamRandomMixin, PoisoningAttack):
         """
         if X_val is None or y_val is None:
             raise ValueError("GradientAscentAttack needs the validation batch X_val, y_val.")
-        n_samples = len(X)
-        is_poison = np.ones(n_samples, dtype=bool)
-        if self.poison_fraction < 1:
-            n_poison = min(n_samples, max(1, round(self.poison_fraction * n_samples)))
-            chosen = self._generator().choice(n_samples, size=n_poison, replace=False)
-            is_poison[:] = False
-            is_poison[chosen] = True
+        is_poison = self._poisoned_rows(len(X))
         return (self._ascend(estimator, X, y, X_val, y_val,
                              None if is_poison.all() else is_poison), is_poison)
 
@@ -362,24 +349,11 @@ class LabelFlipAttack(_StreamRandomMixin, PoisoningAttack):
         X = _as_float_array(X, "X")
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
-        rng = self._generator()
-        n_samples = len(y)
-        n_flip = min(n_samples, max(1, round(self.flip_fraction * n_samples)))
-        rows = rng.choice(n_samples, size=n_flip, replace=False)
+        rows = self._draw_rows(len(y), self.flip_fraction)
         codes = np.searchsorted(classes, y[rows])
-        shift = rng.randint(1, len(classes), size=n_flip)
+        shift = self._generator().randint(1, len(classes), size=len(rows))
         y_flipped = y.copy()
         y_flipped[rows] = classes[(codes + shift) % len(classes)]
-        is_poison = np.zeros(n_samples, dtype=bool)
+        is_poison = np.zeros(len(y), dtype=bool)
         is_poison[rows] = True
         return np.array(X, dtype=np.float32, copy=True), y_flipped, is_poison
-
-    def craft_trigger(self, estimator, X_trigger, y_trigger, X_val, y_val):
-        """Return the trigger unchanged (a clean last batch).
-
-        Returns
-        -------
-        X_trigger : ndarray of float32
-            A copy of the trigger inputs.
-        """
-        return np.array(_as_float_array(X_trigger, "X_trigger"), dtype=np.float32, copy=True)
