@@ -72,12 +72,14 @@ CONFIGS = {
     "window-harm": dict(step_guard=CumulativeGuard(k=10, step_harm="window",
                                                    window_harm_level=0.5,
                                                    cumulative_margin=None)),
+    # The cumulative guard with the input-space shift test (issue 21, item 4).
+    "cumulative-shift": dict(step_guard=CumulativeGuard(shift_epsilon=0.2)),
     "dsc-without-flags": dict(correction="dsc", threshold=1e9, step_guard=None),
     "dsc-auto": dict(correction="dsc", threshold="auto", step_guard=None),
     "dsc-with-correction": dict(correction="dsc", threshold=0.0, step_guard=None),
 }
 #: The cases that calibrate something online and need the full warm-up.
-CALIBRATED = ("default", "cumulative", "window-harm", "dsc-auto")
+CALIBRATED = ("default", "cumulative", "window-harm", "cumulative-shift", "dsc-auto")
 _DEFAULTS = DiscrepancyAwareOnlineClassifier().get_params()
 #: Every configuration, the torch loop first.
 CASES = ("raw", *CONFIGS)

@@ -66,6 +66,8 @@ GUARDS = {
     "cum-wharm-level50": lambda: CumulativeGuard(step_harm="window", window_harm_level=0.5),
     "cum-wharm-k10-level50": lambda: CumulativeGuard(step_harm="window", k=10,
                                                      window_harm_level=0.5),
+    # The cumulative guard with the input-space shift test (issue 21, item 4).
+    "cum-shift": lambda: CumulativeGuard(shift_epsilon=0.2),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

@@ -56,6 +56,7 @@ __all__ = [
     "GuardDecision",
     "StepGuard",
     "make_step_guard",
+    "novelty_of",
 ]
 
 _PROBES = ("reservoir", "recent")
@@ -929,6 +930,49 @@ class CumulativeGuard(StepGuard):
     its slot). Refused batches do not move the model and are not counted
     as steps of the window.
 
+    **Following an abrupt shift** (``shift_epsilon``). The window bound
+    locks out under an abrupt benign shift of the inputs (a translation):
+    the adaptation's ``k``-step displacement is large and raises the old
+    probe's loss. With ``shift_epsilon`` set, the guard measures before each
+    step how far the batch lies from the rows it knows: each row's
+    L-infinity distance to its nearest row of the probe, and the batch's
+    *novelty* ``N``, the median over its rows. ``N`` is calibrated as the
+    running maximum ``N_max`` of the batches that were not novel, once the
+    probe is full (a probe still filling lies farther from every row); the
+    test applies after ``warmup`` steps; a batch is *novel* when ``N >
+    N_max + shift_allowance * shift_epsilon``. A novel batch when at least
+    ``shift_min_novel`` of the last ``shift_window`` batches were novel
+    starts an *episode*: its step and the next ``shift_steps - 1`` are
+    *exempt*, whatever their novelty (a few new rows in the probe make the
+    next batches look known long before the model has followed them), and
+    the calibration waits for its end. An exempt step is not held to the window
+    bound (``shift_exempt="window"``), or to neither bound
+    (``shift_exempt="all"``), and later windows start from the model it left
+    (none pulls it back); it enters the calibrations and its rows the
+    probe as any unscaled step's; after the episode the normal checks apply,
+    and a stream still novel starts another. A shift decision (guard ``"CumulativeGuard.shift"``, statistic
+    ``N``, bound the novelty threshold, never harmful) is logged with the
+    others.
+
+    Why an attacker within ``shift_epsilon`` cannot claim the exemption:
+    the distance of a row to the probe's nearest row is 1-Lipschitz in the
+    L-infinity norm (triangle inequality), so a row ``x + delta`` with
+    ``|delta|_inf <= eps`` lies at most ``eps`` farther from the probe than
+    the clean row ``x`` it was made from, and the median over a batch (an
+    order statistic, monotone in every row) moves by at most ``eps`` too.
+    A batch poisoned from clean rows of the known distribution therefore has
+    ``N`` at most ``eps`` above the clean batch's, which the calibration
+    ``N_max`` already bounds: it is never novel while ``shift_allowance >=
+    1``. Two ways around it need more allowance: probe rows that are
+    themselves poisoned rows the attacker pushed away from future clean rows
+    (each adds at most ``eps`` to a clean row's distance: ``shift_allowance
+    >= 2``), and base rows that the attacker picks from the tail of the
+    distribution instead of the stream (not bounded). The running maximum
+    never decreases, so an attacker cannot lower the calibration; raising it
+    only makes the test stricter. Label flips do not move the inputs and
+    stay under the normal checks. During a benign shift the attacker's rows
+    are novel too, and exempt with it.
+
     Parameters
     ----------
     k : int, default=5
@@ -961,6 +1005,31 @@ class CumulativeGuard(StepGuard):
         ``ln(n_classes)`` (the loss of a model that knows nothing): a model
         still far from trained; below it, the step rule. ``None`` applies
         the window rule at every step.
+    shift_epsilon : float or None, default=None
+        The L-infinity budget of a poisoned row, in input units (the
+        attacks' ``epsilon``), that the shift test must stay out of reach
+        of; ``None`` runs no shift test.
+    shift_allowance : float, default=1.0
+        A batch is novel when its novelty exceeds the calibrated maximum by
+        ``shift_allowance * shift_epsilon``: ``1`` is out of reach of an
+        attacker whose rows are within ``shift_epsilon`` of clean stream
+        rows while the probe's rows are clean, ``2`` also when it poisoned
+        the probe's rows.
+    shift_neighbours : int, default=1
+        A row's distance to the probe is to its ``shift_neighbours``-th
+        nearest row: with more than one, a few new rows that entered the
+        probe do not end a shift at once.
+    shift_window : int, default=5
+        The recent batches (this one included) the shift test counts.
+    shift_min_novel : int, default=3
+        Novel batches among the last ``shift_window`` that make a novel
+        batch's step exempt (at most ``shift_window``).
+    shift_steps : int, default=10
+        Steps an episode exempts, its first included, whatever their
+        batches' novelty; the calibration waits for its end.
+    shift_exempt : {"window", "all"}, default="all"
+        What an exempt step is not held to: the window bound only, or the
+        per-step bound too.
     margin, window, warmup, probe, probe_size, admit, recent_size, rule, \
 max_halvings, optimizer_state, random_state
         As in :class:`StepGuard`; ``warmup``, ``rule`` (``"harmful"``,
@@ -984,6 +1053,14 @@ max_halvings, optimizer_state, random_state
         The window decision about the last step (guard
         ``"CumulativeGuard.window"``); ``None`` while no window exists
         (fewer than two accepted steps, or a refused batch).
+    novelty_max_ : float or None
+        With ``shift_epsilon``, the calibrated novelty: the largest of the
+        batches that were not novel (``None`` before the first).
+    n_shift_steps_ : int
+        With ``shift_epsilon``, the steps the shift test exempted.
+    last_shift_decision_ : GuardDecision or None
+        With ``shift_epsilon``, the shift decision about the last step
+        (guard ``"CumulativeGuard.shift"``).
 
     See Also
     --------
@@ -1017,11 +1094,19 @@ max_halvings, optimizer_state, random_state
         "step_harm": [StrOptions({"step", "window"})],
         "learning_drop": [Interval(numbers.Real, 0, 1, closed="left")],
         "window_harm_level": [None, Interval(numbers.Real, 0, None, closed="left")],
+        "shift_epsilon": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "shift_allowance": [Interval(numbers.Real, 0, None, closed="left")],
+        "shift_neighbours": [size()],
+        "shift_window": [size()],
+        "shift_min_novel": [size()],
+        "shift_steps": [size()],
+        "shift_exempt": [StrOptions({"window", "all"})],
     }
 
     def __init__(self, *, k=5, cumulative_margin=2.0, cumulative_window=50, min_windows=3,
                  step_harm="step", learning_drop=0.0, window_harm_level=None,
-                 margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
+                 shift_epsilon=None, shift_allowance=1.0, shift_neighbours=1, shift_window=5,
+                 shift_min_novel=3, shift_steps=10, shift_exempt="all", margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
                  admit="unscaled", recent_size=0, rule="harmful", max_halvings=4,
                  optimizer_state="scale", random_state=None):
         super().__init__(margin=margin, window=window, warmup=warmup, probe=probe,
@@ -1035,6 +1120,13 @@ max_halvings, optimizer_state, random_state
         self.step_harm = step_harm
         self.learning_drop = learning_drop
         self.window_harm_level = window_harm_level
+        self.shift_epsilon = shift_epsilon
+        self.shift_allowance = shift_allowance
+        self.shift_neighbours = shift_neighbours
+        self.shift_window = shift_window
+        self.shift_min_novel = shift_min_novel
+        self.shift_steps = shift_steps
+        self.shift_exempt = shift_exempt
 
     def start(self, context):
         """Start the per-step check, with an empty ring of past models.
@@ -1048,11 +1140,68 @@ max_halvings, optimizer_state, random_state
         self : CumulativeGuard
         """
         super().start(context)
+        if self.shift_min_novel > self.shift_window:
+            raise ValueError(
+                f"CumulativeGuard(shift_min_novel={self.shift_min_novel}) counts novel "
+                f"batches among the last shift_window={self.shift_window}: it must be at "
+                "most shift_window."
+            )
         self.ring_ = deque()
         self.cumulative_window_ = deque(maxlen=self.cumulative_window)
         self.n_pulled_back_ = self.n_rewinds_ = 0
         self.last_cumulative_decision_ = None
+        self.novelty_max_ = None
+        self.shift_recent_ = deque(maxlen=self.shift_window)
+        self.n_shift_steps_ = self.shift_left_ = 0
+        self.last_shift_decision_ = None
         return self
+
+    def before_step(self, context, step):
+        """Keep the step's starting point; with ``shift_epsilon``, run the shift test."""
+        super().before_step(context, step)
+        self._exempt = False
+        self.last_shift_decision_ = None
+        if self.shift_epsilon is None or not len(self.probe_):
+            return
+        X, weight = step.X_train, step.sample_weight_train
+        if weight is not None:
+            X = X[weight > 0]
+        if not len(X):
+            return
+        novelty = float(novelty_of(X, self.probe_.X,
+                                   min(self.shift_neighbours, len(self.probe_))))
+        bound = self.shift_bound()
+        novel = novelty > bound
+        self.shift_recent_.append(novel)
+        if self.shift_left_:  # an episode: exempt, and the calibration waits
+            self.shift_left_ -= 1
+            self._exempt = True
+        else:
+            full = _is_trusted_probe(self.probe) or len(self.probe_) >= self.probe_size
+            if full and not novel:  # also every batch while calibrating (the bound is inf)
+                self.novelty_max_ = (novelty if self.novelty_max_ is None
+                                     else max(self.novelty_max_, novelty))
+            self._exempt = novel and sum(self.shift_recent_) >= self.shift_min_novel
+            if self._exempt:
+                self.shift_left_ = self.shift_steps - 1
+        self.n_shift_steps_ += self._exempt
+        self.last_shift_decision_ = GuardDecision(
+            f"{type(self).__name__}.shift", novelty, bound, math.nan, harmful=False)
+
+    def shift_bound(self):
+        """The novelty above which a batch is novel.
+
+        Returns
+        -------
+        bound : float
+            ``novelty_max_ + shift_allowance * shift_epsilon``, or ``inf``
+            during the first ``warmup`` steps, before any calibration and
+            without a shift test.
+        """
+        if (self.shift_epsilon is None or self.novelty_max_ is None
+                or self.n_steps_ < self.warmup):
+            return math.inf
+        return self.novelty_max_ + self.shift_allowance * self.shift_epsilon
 
     def after_step(self, context, step):
         """The per-step check, then the window's: pull back or rewind if it must.
@@ -1061,6 +1210,7 @@ max_halvings, optimizer_state, random_state
         displacement kept and sets ``step.rewound`` when it pulls back.
         """
         super().after_step(context, step)
+        exempt = self.__dict__.pop("_exempt", False)
         placed = self.__dict__.pop("_placed", [])
         self.last_cumulative_decision_ = None
         if not len(self.probe_) or step.step_scale == 0.0:
@@ -1081,6 +1231,10 @@ max_halvings, optimizer_state, random_state
                 "model's outputs NaN or infinite."
             )
         decision = self.judge_window(discrepancy, loss_change)
+        if exempt:  # a shift the stream sustains: not held to the window bound
+            decision = dataclasses.replace(decision, harmful=False)
+            # Later windows start from here: none pulls the shift's step back.
+            self.ring_ = deque([self.ring_[-1]])
         if decision.acts:
             alpha, after, after_recent = self._pull_back_window(context, decision, base)
             decision = dataclasses.replace(decision, scale=alpha)
@@ -1134,7 +1288,10 @@ max_halvings, optimizer_state, random_state
             level = (probe._loss_of_logits() if probe.weight is None else weighted_mean(
                 cross_entropy(base, probe.y, reduction="none"), probe.weight))
             window_change = float(change / level.clamp_min(1e-12))
-        return self.judge(discrepancy, loss_change, recent_change, window_change)
+        decision = self.judge(discrepancy, loss_change, recent_change, window_change)
+        if self.shift_exempt == "all" and self.__dict__.get("_exempt"):
+            decision = dataclasses.replace(decision, harmful=False)
+        return decision
 
     def _learning(self):
         """Whether the window rule applies: the probe's loss is above ``window_harm_level``."""
@@ -1184,9 +1341,10 @@ max_halvings, optimizer_state, random_state
                              self.cumulative_bound(), loss_change, harmful)
 
     def decisions(self):
-        """The per-step decision and the window decision about the last step."""
-        window = self.__dict__.get("last_cumulative_decision_")
-        return super().decisions() + ([] if window is None else [window])
+        """The per-step decision, the window's and the shift test's about the last step."""
+        extra = [self.__dict__.get(name) for name in ("last_cumulative_decision_",
+                                                      "last_shift_decision_")]
+        return super().decisions() + [decision for decision in extra if decision is not None]
 
     # --------------------------------------------------------------- ring
 
@@ -1262,15 +1420,23 @@ max_halvings, optimizer_state, random_state
             model: its parameters, its optimizer state as ``[parameter
             index, name, tensor]``, its cached probe logits and whether its
             step was pulled back), ``cumulative_window``,
-            ``n_pulled_back`` and ``n_rewinds``.
+            ``n_pulled_back`` and ``n_rewinds``; with ``shift_epsilon``,
+            ``novelty_max``, ``novelty_recent`` (whether each of the last
+            ``shift_window`` batches was novel), ``n_shift_steps`` and
+            ``shift_left`` (steps left in the episode).
         """
-        return {
+        state = {
             **super().state_dict(),
             "ring": [dict(entry) for entry in self.ring_],
             "cumulative_window": list(self.cumulative_window_),
             "n_pulled_back": self.n_pulled_back_,
             "n_rewinds": self.n_rewinds_,
         }
+        if self.shift_epsilon is not None:
+            state.update(novelty_max=self.novelty_max_,
+                         novelty_recent=list(self.shift_recent_),
+                         n_shift_steps=self.n_shift_steps_, shift_left=self.shift_left_)
+        return state
 
     def load_state_dict(self, state):
         """Restore :meth:`state_dict`'s state; the configuration stays this guard's.
@@ -1292,11 +1458,37 @@ max_halvings, optimizer_state, random_state
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                        for v in counts) or counts[1] > counts[0]:
                 raise ValueError(f"A CumulativeGuard state holds invalid counters {counts}.")
+            shift = self._checked_shift(state)
         super().load_state_dict(state)  # refuses a state with other entries
         self.ring_ = deque(ring)
         self.cumulative_window_ = deque(window, maxlen=self.cumulative_window)
         self.n_pulled_back_, self.n_rewinds_ = counts
         self.last_cumulative_decision_ = None
+        if shift is not None:
+            self.novelty_max_, recent, self.n_shift_steps_, self.shift_left_ = shift
+            self.shift_recent_ = deque(recent, maxlen=self.shift_window)
+        self.last_shift_decision_ = None
+
+    def _checked_shift(self, state):
+        """The shift test's state entries; ``None`` without a shift test, else ``ValueError``."""
+        if self.shift_epsilon is None:
+            return None
+        novelty_max, recent, n_exempt, left = (state["novelty_max"], state["novelty_recent"],
+                                               state["n_shift_steps"], state["shift_left"])
+        if not ((novelty_max is None or (isinstance(novelty_max, float)
+                                         and math.isfinite(novelty_max) and novelty_max >= 0))
+                and isinstance(recent, list) and len(recent) <= self.shift_window
+                and all(isinstance(v, bool) for v in recent)
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                        for v in (n_exempt, left)) and left < self.shift_steps):
+            raise ValueError(
+                "A CumulativeGuard state holds an invalid shift test: novelty_max "
+                f"{novelty_max!r} (None or a finite float >= 0), novelty_recent {recent!r} "
+                f"(at most shift_window={self.shift_window} bools), n_shift_steps "
+                f"{n_exempt!r} (an int >= 0), shift_left {left!r} (an int below "
+                f"shift_steps={self.shift_steps})."
+            )
+        return novelty_max, recent, n_exempt, left
 
     def _checked_ring(self, ring, probe):
         """The ring of a state, checked against its probe; ``ValueError`` if it does not fit."""
@@ -1336,6 +1528,39 @@ max_halvings, optimizer_state, random_state
             entry["state"] = [[i, name, tensor.to(device)] for i, name, tensor in entry["state"]]
             entry["logits"] = entry["logits"].to(device)
         return self
+
+
+def novelty_of(X, rows, n_neighbours=1):
+    """A batch's novelty: the median over its rows of the L-inf distance to the nearest of ``rows``.
+
+    1-Lipschitz in the L-infinity norm of a perturbation of the batch's rows
+    (see :class:`CumulativeGuard`'s shift test).
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+    rows : torch.Tensor of shape (n_rows, n_features)
+    n_neighbours : int, default=1
+        The distance to the ``n_neighbours``-th nearest of ``rows`` (at
+        most ``n_rows``); 1-Lipschitz too.
+
+    Returns
+    -------
+    novelty : torch.Tensor
+        A 0-dimensional tensor (the lower median for an even number of rows).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dsc_sklearn.defence.guards import novelty_of
+    >>> rows = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    >>> float(novelty_of(torch.tensor([[0.1, 0.0], [1.0, 0.5], [3.0, 1.0]]), rows))
+    0.5
+    """
+    distances = torch.cdist(X, rows, p=math.inf)
+    if n_neighbours == 1:
+        return distances.min(1).values.median()
+    return distances.topk(n_neighbours, dim=1, largest=False).values[:, -1].median()
 
 
 class GuardChain(BaseGuard):

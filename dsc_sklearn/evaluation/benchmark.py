@@ -103,6 +103,12 @@ DEFENCES = {
                               "step_guard": CumulativeGuard(k=10, step_harm="window",
                                                             window_harm_level=0.5,
                                                             cumulative_margin=None)},
+    # The cumulative guard following a sustained novel shift of the inputs
+    # (issue 21 item 4): the shift test at the protocol's epsilon 0.2.
+    "guard+cum-shift": {"correction": "none",
+                        "step_guard": CumulativeGuard(shift_epsilon=0.2)},
+    "guard+cum-shift-s20": {"correction": "none",
+                            "step_guard": CumulativeGuard(shift_epsilon=0.2, shift_steps=20)},
     "DSC-default": {},
 }
 

@@ -166,6 +166,11 @@ DEFENCE_LEGENDS = {
     "guard-wharm10": "the per-step check with the 10-step window harm rule, no window bound",
     "guard-wharm10-level50": "the same, the window rule only while the probe loss is above "
                              "0.5 ln K",
+    "guard+cum-shift": "`CumulativeGuard(shift_epsilon=0.2)`: the cumulative guard, with "
+                       "no bound on the steps of a batch that lies more than 0.2 (L∞) "
+                       "beyond the calibrated distance to the probe rows while 3 of the "
+                       "last 5 batches do: an episode of 10 such steps",
+    "guard+cum-shift-s20": "the same, each episode exempting 20 steps",
     "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
                    "`correction=\"none\"`)",
 }

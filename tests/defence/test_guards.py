@@ -23,6 +23,7 @@ from dsc_sklearn.defence.guards import (
     StepGuard,
     _reservoir_slots,
     make_step_guard,
+    novelty_of,
 )
 from dsc_sklearn.defence.modules import MLP
 
@@ -867,3 +868,121 @@ def test_a_guard_of_a_chain_measures_from_the_model_the_later_guards_left():
         after = torch.log_softmax(net.module_(probe), 1)
     expected = (before.exp() * (before - after)).sum(1).mean().item()
     assert _field(step, "step_discrepancy") == pytest.approx(expected, rel=1e-4)
+
+
+# ------------------------------------------------------------- shift test
+
+EPS = 0.5
+
+
+def test_novelty_is_the_median_distance_to_the_nearest_row_and_moves_by_at_most_epsilon():
+    rows = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    # L-inf distances to the nearest row: 0.1, 0.5, 2.0, 0.5; the lower median.
+    X = torch.tensor([[0.1, 0.0], [1.0, 0.5], [3.0, 1.0], [0.5, 0.5]])
+    assert novelty_of(X, rows).item() == 0.5
+    # To the second nearest row: 1.0, 1.0, 3.0, 0.5; the lower median.
+    assert novelty_of(X, rows, n_neighbours=2).item() == 1.0
+    generator = torch.Generator().manual_seed(0)
+    X, rows = torch.randn(60, 6, generator=generator), torch.randn(30, 6, generator=generator)
+    for _ in range(20):
+        delta = (2 * torch.rand(60, 6, generator=generator) - 1) * EPS
+        assert abs(novelty_of(X + delta, rows) - novelty_of(X, rows)) <= EPS + 1e-6
+
+
+def _feed(net, X, y):
+    guard = net.step_guard_
+    decisions = []
+    for start in range(0, len(X), BATCH):
+        net.train_step((torch.as_tensor(X[start:start + BATCH]),
+                        torch.as_tensor(y[start:start + BATCH])))
+        decisions.append(guard.decisions())
+    return decisions
+
+
+def test_a_sustained_shift_is_exempt_and_an_epsilon_perturbation_of_known_rows_is_not():
+    net = _net(CumulativeGuard(k=3, warmup=3, shift_epsilon=EPS, shift_steps=4))
+    _train(net, 10)
+    guard = net.step_guard_
+    # Known rows moved by exactly EPS in every feature: never novel.
+    X, y = _data(8 * BATCH, seed=7)
+    X_poison = (X + EPS * np.sign(np.random.RandomState(0).randn(*X.shape))).astype(np.float32)
+    for decisions in _feed(net, X_poison, y):
+        shift = decisions[-1]
+        assert shift.guard == "CumulativeGuard.shift" and not shift.too_large
+    assert guard.n_shift_steps_ == 0
+    calibrated = guard.novelty_max_
+    # The stream shifts by 4 in every feature, and its labels rotate, so that
+    # the guard pulls its first steps back: the third novel batch starts an
+    # episode of 4 steps that no bound holds, and their rows enter the probe.
+    X, y = _data(6 * BATCH, seed=8)
+    decisions = _feed(net, X + np.float32(4.0), (y + 1) % N_CLASSES)
+    assert [d[-1].too_large for d in decisions[:3]] == [True] * 3
+    assert all(d[0].scale < 1 for d in decisions[:2])
+    for d in decisions[2:]:  # the episode
+        assert all(not decision.harmful and decision.scale == 1 for decision in d)
+    assert guard.n_shift_steps_ == 4 and guard.novelty_max_ == calibrated
+    assert (guard.probe_.X.mean(1) > 3.0).any()
+
+
+def test_without_a_shift_test_no_shift_decision_is_made():
+    net = _net(CumulativeGuard(k=3, warmup=3))
+    _train(net, 6)
+    assert [d.guard for d in net.step_guard_.decisions()] == [
+        "CumulativeGuard", "CumulativeGuard.window"]
+    assert "novelty_max" not in net.step_guard_.state_dict()
+
+
+@pytest.mark.parametrize("params", [{"shift_epsilon": 0.0}, {"shift_exempt": "step"},
+                                    {"shift_window": 0}, {"shift_allowance": -1.0},
+                                    {"shift_steps": 0}, {"shift_neighbours": 0},
+                                    {"shift_epsilon": 0.2, "shift_min_novel": 6}])
+def test_invalid_shift_parameters_are_refused_at_the_first_fit(params):
+    X, y = _data(BATCH)
+    clf = DiscrepancyAwareOnlineClassifier(step_guard=CumulativeGuard(**params))
+    with pytest.raises(ValueError, match="CumulativeGuard"):
+        clf.partial_fit(X, y, classes=range(N_CLASSES))
+
+
+@pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
+def test_the_shift_test_state_round_trips_and_the_stream_continues_exactly(round_trip):
+    X, y = _data(800)
+    X[240:] += np.float32(4.0)  # a shift (the guard pulls back): saved mid-episode
+    y[240:] = (y[240:] + 1) % N_CLASSES
+    clf = _stream(DiscrepancyAwareOnlineClassifier(
+        batch_size=BATCH, random_state=0,
+        step_guard=CumulativeGuard(k=3, warmup=3, probe_size=100, shift_epsilon=EPS)),
+        X, y, 0, 400)
+    guard = clf.step_guard_
+    assert guard.n_shift_steps_ >= 1 and guard.shift_left_ >= 1
+    restored = _round_trip(clf, round_trip)
+    saved, loaded = guard.state_dict(), restored.step_guard_.state_dict()
+    for key in ("novelty_max", "novelty_recent", "n_shift_steps", "shift_left"):
+        assert saved[key] == loaded[key]
+    _assert_streams_alike(clf, restored, X, y, "step_scale")
+    assert clf.step_guard_.n_shift_steps_ == restored.step_guard_.n_shift_steps_
+
+
+def test_load_state_dict_refuses_a_forged_shift_state():
+    net = _net(CumulativeGuard(k=3, warmup=3, shift_epsilon=EPS))
+    _train(net, 6)
+    guard = net.step_guard_
+    state = guard.state_dict()
+    for forged in ({"novelty_max": math.nan}, {"novelty_recent": [True] * 6},
+                   {"novelty_recent": [1]}, {"n_shift_steps": -1}, {"shift_left": 10}):
+        with pytest.raises(ValueError, match="shift test"):
+            guard.load_state_dict({**state, **forged})
+    with pytest.raises(ValueError, match="entries"):
+        guard.load_state_dict({k: v for k, v in state.items() if k != "n_shift_steps"})
+    assert guard.n_steps_ == 6 and guard.novelty_max_ == state["novelty_max"]
+
+
+def test_grid_search_tunes_the_shift_allowance():
+    X, y = _data(240)
+    guard = CumulativeGuard(k=3, warmup=3, shift_epsilon=EPS)
+    assert clone(guard).get_params() == guard.get_params()
+    search = GridSearchCV(
+        DiscrepancyAwareOnlineClassifier(step_guard=guard, batch_size=BATCH, random_state=0),
+        {"step_guard__shift_allowance": [1.0, 2.0]}, cv=2,
+    ).fit(X, y)
+    assert search.best_estimator_.step_guard_.shift_allowance == search.best_params_[
+        "step_guard__shift_allowance"]
