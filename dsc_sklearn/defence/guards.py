@@ -1106,7 +1106,8 @@ max_halvings, optimizer_state, random_state
     def __init__(self, *, k=5, cumulative_margin=2.0, cumulative_window=50, min_windows=3,
                  step_harm="step", learning_drop=0.0, window_harm_level=None,
                  shift_epsilon=None, shift_allowance=1.0, shift_neighbours=1, shift_window=5,
-                 shift_min_novel=3, shift_steps=10, shift_exempt="all", margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
+                 shift_min_novel=3, shift_steps=10, shift_exempt="all",
+                 margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
                  admit="unscaled", recent_size=0, rule="harmful", max_halvings=4,
                  optimizer_state="scale", random_state=None):
         super().__init__(margin=margin, window=window, warmup=warmup, probe=probe,
