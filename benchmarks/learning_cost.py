@@ -66,6 +66,10 @@ GUARDS = {
     "cum-wharm-level50": lambda: CumulativeGuard(step_harm="window", window_harm_level=0.5),
     "cum-wharm-k10-level50": lambda: CumulativeGuard(step_harm="window", k=10,
                                                      window_harm_level=0.5),
+    # A too-large step that raised the probe loss is harmful only if it raises
+    # it at a tenth of its length too (item 2: harm at first order).
+    "first-order": lambda: StepGuard(harm="first_order"),
+    "cum-first-order": lambda: CumulativeGuard(harm="first_order"),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

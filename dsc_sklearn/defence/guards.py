@@ -489,6 +489,20 @@ class StepGuard(BaseGuard):
         too large. ``"strict"``: pull back a step that is too large and
         harmful until it is within the bound and the probe loss no longer
         rises.
+    harm : {"full", "first_order"}, default="full"
+        How a step that is too large is judged harmful: ``"full"``, when
+        the step raised the probe's loss (and the recent rows', as above);
+        ``"first_order"``, when it did and also raises it when scaled down
+        to ``harm_scale`` of its length (one more probe forward pass, only
+        for steps that are too large and raised the loss). An overshoot of a
+        model that is still learning descends the probe loss at first order
+        and raises it only at full length; it then counts as harmless, is
+        kept whole and enters the calibration window, so that the bound
+        follows the learning. The trigger of an accumulative attack raises
+        the clean loss at first order. Ignored under ``rule="bound"``.
+    harm_scale : float, default=0.1
+        With ``harm="first_order"``, the fraction of the step at which the
+        probe's loss must rise too for the step to count as harmful.
     max_halvings : int, default=4
         Halvings of ``alpha`` tried before the batch is refused.
     optimizer_state : {"scale", "interpolate"}, default="scale"
@@ -550,6 +564,8 @@ class StepGuard(BaseGuard):
         "admit": [StrOptions({"unscaled", "all"})],
         "recent_size": [count()],
         "rule": [StrOptions(set(_RULES))],
+        "harm": [StrOptions({"full", "first_order"})],
+        "harm_scale": [Interval(numbers.Real, 0, 1, closed="neither")],
         "max_halvings": [count()],
         "optimizer_state": [StrOptions({"scale", "interpolate"})],
         "random_state": [None, NumberInterval(numbers.Integral, 0, 2**63 - 1, closed="both")],
@@ -557,7 +573,8 @@ class StepGuard(BaseGuard):
 
     def __init__(self, *, margin=2.0, window=50, warmup=10, probe="reservoir",
                  probe_size=256, admit="unscaled", recent_size=0, rule="harmful",
-                 max_halvings=4, optimizer_state="scale", random_state=None):
+                 harm="full", harm_scale=0.1, max_halvings=4, optimizer_state="scale",
+                 random_state=None):
         self.margin = margin
         self.window = window
         self.warmup = warmup
@@ -566,6 +583,8 @@ class StepGuard(BaseGuard):
         self.admit = admit
         self.recent_size = recent_size
         self.rule = rule
+        self.harm = harm
+        self.harm_scale = harm_scale
         self.max_halvings = max_halvings
         self.optimizer_state = optimizer_state
         self.random_state = random_state
@@ -656,6 +675,8 @@ class StepGuard(BaseGuard):
             if math.isnan(step.step_discrepancy):  # no guard before it in a chain measured it
                 step.step_discrepancy = discrepancy
             decision = self._judge_step(discrepancy, loss_change, recent_change, after)
+            if decision.acts and self.harm == "first_order" and self.rule != "bound":
+                decision = self._judge_first_order(context, decision)
             if decision.acts:
                 alpha, after, after_recent = self._pull_back(context, decision)
                 decision = dataclasses.replace(decision, scale=alpha)
@@ -714,6 +735,19 @@ class StepGuard(BaseGuard):
     def _judge_step(self, discrepancy, loss_change, recent_change, after):
         """:meth:`judge` on what :meth:`after_step` measured (``after``: the probe's logits)."""
         return self.judge(discrepancy, loss_change, recent_change)
+
+    def _judge_first_order(self, context, decision):
+        """``decision``, harmful only if the step scaled to ``harm_scale`` raises the loss too.
+
+        Evaluates the probe at ``theta_old + harm_scale * (theta_new -
+        theta_old)`` and puts the parameters back to ``theta_new``.
+        """
+        parameters = context.parameters
+        new_params = [p.detach().clone() for p in parameters]
+        _interpolate_parameters(parameters, self._params, new_params, self.harm_scale)
+        _, loss_change, recent_change = self._measure(*self._forward(context))
+        _interpolate_parameters(parameters, self._params, new_params, 1.0)  # lerp(a, b, 1) is b
+        return dataclasses.replace(decision, harmful=loss_change > 0 and recent_change > 0)
 
     def accepts(self, discrepancy, loss_change, bound):
         """Whether a pulled-back step is acceptable: within the bound (and harmless under ``"strict"``)."""
@@ -961,8 +995,8 @@ class CumulativeGuard(StepGuard):
         ``ln(n_classes)`` (the loss of a model that knows nothing): a model
         still far from trained; below it, the step rule. ``None`` applies
         the window rule at every step.
-    margin, window, warmup, probe, probe_size, admit, recent_size, rule, \
-max_halvings, optimizer_state, random_state
+    margin, window, warmup, probe, probe_size, admit, recent_size, rule, harm, \
+harm_scale, max_halvings, optimizer_state, random_state
         As in :class:`StepGuard`; ``warmup``, ``rule`` (``"harmful"``,
         ``"bound"`` or ``"strict"`` on the window's ``D_k`` and ``dL_k``),
         ``max_halvings`` and ``optimizer_state`` apply to the window check
@@ -1022,11 +1056,11 @@ max_halvings, optimizer_state, random_state
     def __init__(self, *, k=5, cumulative_margin=2.0, cumulative_window=50, min_windows=3,
                  step_harm="step", learning_drop=0.0, window_harm_level=None,
                  margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
-                 admit="unscaled", recent_size=0, rule="harmful", max_halvings=4,
-                 optimizer_state="scale", random_state=None):
+                 admit="unscaled", recent_size=0, rule="harmful", harm="full",
+                 harm_scale=0.1, max_halvings=4, optimizer_state="scale", random_state=None):
         super().__init__(margin=margin, window=window, warmup=warmup, probe=probe,
                          probe_size=probe_size, admit=admit, recent_size=recent_size,
-                         rule=rule, max_halvings=max_halvings,
+                         rule=rule, harm=harm, harm_scale=harm_scale, max_halvings=max_halvings,
                          optimizer_state=optimizer_state, random_state=random_state)
         self.k = k
         self.cumulative_margin = cumulative_margin

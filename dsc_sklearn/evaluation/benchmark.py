@@ -103,6 +103,11 @@ DEFENCES = {
                               "step_guard": CumulativeGuard(k=10, step_harm="window",
                                                             window_harm_level=0.5,
                                                             cumulative_margin=None)},
+    # Harm at first order: a too-large step that raised the probe loss is
+    # harmful only if it raises it at a tenth of its length too (item 2).
+    "guard-fo": {"correction": "none", "step_guard": StepGuard(harm="first_order")},
+    "guard+cum-fo": {"correction": "none",
+                     "step_guard": CumulativeGuard(harm="first_order")},
     "DSC-default": {},
 }
 

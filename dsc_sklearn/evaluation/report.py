@@ -166,6 +166,10 @@ DEFENCE_LEGENDS = {
     "guard-wharm10": "the per-step check with the 10-step window harm rule, no window bound",
     "guard-wharm10-level50": "the same, the window rule only while the probe loss is above "
                              "0.5 ln K",
+    "guard-fo": "`StepGuard(harm=\"first_order\")`: a too-large step that raised the probe "
+                "loss is harmful only if it raises it at a tenth of its length too",
+    "guard+cum-fo": "`CumulativeGuard(harm=\"first_order\")`: the cumulative guard with "
+                    "that per-step harm rule",
     "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
                    "`correction=\"none\"`)",
 }
