@@ -108,6 +108,13 @@ DEFENCES = {
     "guard-fo": {"correction": "none", "step_guard": StepGuard(harm="first_order")},
     "guard+cum-fo": {"correction": "none",
                      "step_guard": CumulativeGuard(harm="first_order")},
+    # The momentum of a pulled-back step interpolated instead of scaled, with
+    # each harm rule.
+    "guard-interp": {"correction": "none",
+                     "step_guard": StepGuard(optimizer_state="interpolate")},
+    "guard-fo-interp": {"correction": "none",
+                        "step_guard": StepGuard(harm="first_order",
+                                                optimizer_state="interpolate")},
     "DSC-default": {},
 }
 

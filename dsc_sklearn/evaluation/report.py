@@ -170,6 +170,9 @@ DEFENCE_LEGENDS = {
                 "loss is harmful only if it raises it at a tenth of its length too",
     "guard+cum-fo": "`CumulativeGuard(harm=\"first_order\")`: the cumulative guard with "
                     "that per-step harm rule",
+    "guard-interp": "`StepGuard(optimizer_state=\"interpolate\")`: a pulled-back step's "
+                    "momentum interpolated between before and after, not scaled",
+    "guard-fo-interp": "the same with the first-order harm rule",
     "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
                    "`correction=\"none\"`)",
 }

@@ -863,3 +863,79 @@ def test_a_guard_of_a_chain_measures_from_the_model_the_later_guards_left():
         after = torch.log_softmax(net.module_(probe), 1)
     expected = (before.exp() * (before - after)).sum(1).mean().item()
     assert _field(step, "step_discrepancy") == pytest.approx(expected, rel=1e-4)
+
+
+# ------------------------------------------------------- harm at first order
+
+def _large_step(harm, lr, batch, **guard_params):
+    """A net calibrated on 8 clean steps (plain SGD), then one step at ``lr``."""
+    params = {**dict(warmup=3, window=10, margin=2.0, harm=harm), **guard_params}
+    net = _net(StepGuard(**params), optimizer__momentum=0.0)
+    _train(net, 8)
+    net.configure(lr=lr)
+    net.train_step(batch)
+    return net
+
+
+def _clean_batch(seed=11):
+    return tuple(map(torch.as_tensor, _data(BATCH, seed)))
+
+
+def test_first_order_harm_spares_an_overshoot_and_keeps_it_whole():
+    # A clean step at a large learning rate descends the probe loss at first
+    # order and raises it at full length: harmful by the full step only.
+    full = _large_step("full", 10.0, _clean_batch()).step_guard_.last_decision_
+    assert full.too_large and full.loss_change > 0 and full.harmful and full.scale < 1
+    net = _large_step("first_order", 10.0, _clean_batch())
+    observer = _large_step("full", 10.0, _clean_batch(), rule="bound", margin=1e9)
+    guard = net.step_guard_
+    decision = guard.last_decision_
+    assert decision.too_large and decision.loss_change > 0
+    assert not decision.harmful and not decision.acts and decision.scale == 1.0
+    assert guard.decisions() == [decision] and guard.n_scaled_ == 0
+    assert guard.window_[-1] == decision.statistic  # it calibrates the bound
+    for p, q in zip(net.module_.parameters(), observer.module_.parameters()):
+        assert torch.equal(p, q)  # the probe at a tenth of the step left no trace
+
+
+def test_first_order_harm_still_pulls_back_an_ascent():
+    for harm in ("full", "first_order"):
+        decision = _large_step(harm, 10.0, _harmful_batch()).step_guard_.last_decision_
+        assert decision.too_large and decision.harmful and decision.acts
+        assert 0 < decision.scale < 1
+
+
+def test_first_order_harm_asks_the_recent_rows_too():
+    # With recent rows, the step must raise their loss at harm_scale as well.
+    net = _large_step("first_order", 10.0, _harmful_batch(), recent_size=BATCH)
+    assert net.step_guard_.last_decision_.acts
+
+
+def test_the_default_judges_harm_on_the_full_step():
+    guard = StepGuard()
+    assert guard.harm == "full" and guard.harm_scale == 0.1
+    assert CumulativeGuard(harm="first_order", harm_scale=0.2).get_params()["harm_scale"] == 0.2
+    assert repr(StepGuard(harm="first_order")) == "StepGuard(harm='first_order')"
+
+
+@pytest.mark.parametrize("params", [{"harm": "second_order"}, {"harm_scale": 0.0},
+                                    {"harm_scale": 1.0}, {"harm_scale": -0.1}])
+def test_invalid_harm_parameters_are_refused_at_the_first_fit(params):
+    X, y = _data(BATCH)
+    for guard in (StepGuard(**params), CumulativeGuard(**params)):
+        clf = DiscrepancyAwareOnlineClassifier(step_guard=guard)
+        with pytest.raises(ValueError, match=type(guard).__name__):
+            clf.partial_fit(X, y, classes=range(N_CLASSES))
+
+
+@pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
+def test_a_first_order_guard_round_trips_and_the_stream_continues_exactly(round_trip):
+    X, y = _data(800)
+    clf = _stream(DiscrepancyAwareOnlineClassifier(
+        batch_size=BATCH, random_state=0,
+        step_guard=CumulativeGuard(k=3, warmup=3, window=10, harm="first_order")),
+        X, y, 0, 400)
+    restored = _round_trip(clf, round_trip)
+    assert restored.net_.step_guard_.harm == "first_order"
+    assert restored.net_.step_guard_.state_dict().keys() == clf.net_.step_guard_.state_dict().keys()
+    _assert_streams_alike(clf, restored, X, y, "step_scale")
