@@ -79,6 +79,10 @@ GUARDS = {
     "first-order-interp": lambda: StepGuard(harm="first_order",
                                             optimizer_state="interpolate"),
     "interp": lambda: StepGuard(optimizer_state="interpolate"),
+    # An overshoot pulled back to where the probe loss stops rising.
+    "first-order-descend": lambda: StepGuard(harm="first_order_descend"),
+    "first-order-descend-interp": lambda: StepGuard(harm="first_order_descend",
+                                                    optimizer_state="interpolate"),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

@@ -489,7 +489,7 @@ class StepGuard(BaseGuard):
         too large. ``"strict"``: pull back a step that is too large and
         harmful until it is within the bound and the probe loss no longer
         rises.
-    harm : {"full", "first_order"}, default="full"
+    harm : {"full", "first_order", "first_order_descend"}, default="full"
         How a step that is too large is judged harmful: ``"full"``, when
         the step raised the probe's loss (and the recent rows', as above);
         ``"first_order"``, when it did and also raises it when scaled down
@@ -499,7 +499,11 @@ class StepGuard(BaseGuard):
         and raises it only at full length; it then counts as harmless, is
         kept whole and enters the calibration window, so that the bound
         follows the learning. The trigger of an accumulative attack raises
-        the clean loss at first order. Ignored under ``rule="bound"``.
+        the clean loss at first order. ``"first_order_descend"``: the same,
+        but an overshoot is pulled back to the largest of 1/2, 1/4, ... of
+        its length (``max_halvings`` halvings, then refused) at which the
+        probe loss does not rise, and that kept step enters the window.
+        Ignored under ``rule="bound"``.
     harm_scale : float, default=0.1
         With ``harm="first_order"``, the fraction of the step at which the
         probe's loss must rise too for the step to count as harmful.
@@ -564,7 +568,7 @@ class StepGuard(BaseGuard):
         "admit": [StrOptions({"unscaled", "all"})],
         "recent_size": [count()],
         "rule": [StrOptions(set(_RULES))],
-        "harm": [StrOptions({"full", "first_order"})],
+        "harm": [StrOptions({"full", "first_order", "first_order_descend"})],
         "harm_scale": [Interval(numbers.Real, 0, 1, closed="neither")],
         "max_halvings": [count()],
         "optimizer_state": [StrOptions({"scale", "interpolate"})],
@@ -675,14 +679,22 @@ class StepGuard(BaseGuard):
             if math.isnan(step.step_discrepancy):  # no guard before it in a chain measured it
                 step.step_discrepancy = discrepancy
             decision = self._judge_step(discrepancy, loss_change, recent_change, after)
-            if decision.acts and self.harm == "first_order" and self.rule != "bound":
+            overshoot = False
+            if decision.acts and self.harm != "full" and self.rule != "bound":
                 decision = self._judge_first_order(context, decision)
-            if decision.acts:
-                alpha, after, after_recent = self._pull_back(context, decision)
+                overshoot = not decision.harmful and self.harm == "first_order_descend"
+            if decision.acts or overshoot:
+                # An overshoot is kept at the largest of 1/2, 1/4, ... of its
+                # length that does not raise the probe loss, and calibrates.
+                alpha, after, after_recent, kept = self._pull_back(
+                    context, decision, **({"alpha": 0.5, "accepts": lambda _, change: change <= 0}
+                                          if overshoot else {}))
                 decision = dataclasses.replace(decision, scale=alpha)
                 step.step_scale *= alpha
                 self.n_scaled_ += 1
                 self.n_refused_ += alpha == 0.0
+                if overshoot and alpha > 0:
+                    self.window_.append(kept)
             else:
                 self.window_.append(discrepancy)
             self.last_decision_ = decision
@@ -782,24 +794,33 @@ class StepGuard(BaseGuard):
         values = torch.stack(values).tolist()
         return tuple(values) if len(values) == 3 else (*values, math.inf)
 
-    def _pull_back(self, context, decision):
-        """Scale the step down until acceptable; return ``(alpha, logits, recent logits)``."""
+    def _pull_back(self, context, decision, alpha=None, accepts=None):
+        """Scale the step down until acceptable.
+
+        Starts at ``alpha`` (default ``sqrt(bound / D_step)``) and halves it
+        until ``accepts(D_step, dL)`` (default :meth:`accepts` against the
+        bound). Returns ``(alpha, logits, recent logits, D_step kept)``.
+        """
         parameters, optimizer = context.parameters, context.optimizer
         new_params = [p.detach().clone() for p in parameters]
         new_state = _state_tensors(optimizer)
         bound = decision.bound
-        alpha = math.sqrt(bound / decision.statistic)
+        if alpha is None:
+            alpha = math.sqrt(bound / decision.statistic)
+        if accepts is None:
+            def accepts(within, change):
+                return self.accepts(within, change, bound)
         for _ in range(self.max_halvings + 1):
             _interpolate_parameters(parameters, self._params, new_params, alpha)
             after, after_recent = self._forward(context)
             within, loss_change, _ = self._measure(after, after_recent)
-            if self.accepts(within, loss_change, bound):
+            if accepts(within, loss_change):
                 self._scale_state(optimizer, self._state, new_state, alpha)
-                return alpha, after, after_recent
+                return alpha, after, after_recent, within
             alpha /= 2
         _interpolate_parameters(parameters, self._params, new_params, 0.0)
         _restore_state(optimizer, self._state)
-        return 0.0, self.probe_.logits, self.recent_.logits
+        return 0.0, self.probe_.logits, self.recent_.logits, 0.0
 
     def _scale_state(self, optimizer, old_state, new_state, alpha):
         """The optimizer's state after a step kept at ``alpha`` (``optimizer_state``)."""

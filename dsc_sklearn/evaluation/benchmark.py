@@ -115,6 +115,11 @@ DEFENCES = {
     "guard-fo-interp": {"correction": "none",
                         "step_guard": StepGuard(harm="first_order",
                                                 optimizer_state="interpolate")},
+    "guard-fo-descend": {"correction": "none",
+                         "step_guard": StepGuard(harm="first_order_descend")},
+    "guard-fo-descend-interp": {"correction": "none",
+                                "step_guard": StepGuard(harm="first_order_descend",
+                                                        optimizer_state="interpolate")},
     "DSC-default": {},
 }
 

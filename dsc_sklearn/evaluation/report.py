@@ -173,6 +173,9 @@ DEFENCE_LEGENDS = {
     "guard-interp": "`StepGuard(optimizer_state=\"interpolate\")`: a pulled-back step's "
                     "momentum interpolated between before and after, not scaled",
     "guard-fo-interp": "the same with the first-order harm rule",
+    "guard-fo-descend": "`StepGuard(harm=\"first_order_descend\")`: an overshoot (harmless "
+                        "at first order) pulled back to where the probe loss stops rising",
+    "guard-fo-descend-interp": "the same with the momentum interpolated, not scaled",
     "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
                    "`correction=\"none\"`)",
 }
