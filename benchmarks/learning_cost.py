@@ -83,6 +83,8 @@ GUARDS = {
     "first-order-descend": lambda: StepGuard(harm="first_order_descend"),
     "first-order-descend-interp": lambda: StepGuard(harm="first_order_descend",
                                                     optimizer_state="interpolate"),
+    # Only an overshoot's momentum interpolated; a harmful step's scaled.
+    "first-order-descend-oi": lambda: StepGuard(harm="first_order_descend_interpolate"),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

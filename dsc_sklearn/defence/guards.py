@@ -489,7 +489,8 @@ class StepGuard(BaseGuard):
         too large. ``"strict"``: pull back a step that is too large and
         harmful until it is within the bound and the probe loss no longer
         rises.
-    harm : {"full", "first_order", "first_order_descend"}, default="full"
+    harm : {"full", "first_order", "first_order_descend", \
+"first_order_descend_interpolate"}, default="full"
         How a step that is too large is judged harmful: ``"full"``, when
         the step raised the probe's loss (and the recent rows', as above);
         ``"first_order"``, when it did and also raises it when scaled down
@@ -503,6 +504,9 @@ class StepGuard(BaseGuard):
         but an overshoot is pulled back to the largest of 1/2, 1/4, ... of
         its length (``max_halvings`` halvings, then refused) at which the
         probe loss does not rise, and that kept step enters the window.
+        ``"first_order_descend_interpolate"``: the same, with the
+        optimizer's state of such an overshoot interpolated (as
+        ``optimizer_state="interpolate"``) whatever ``optimizer_state`` says.
         Ignored under ``rule="bound"``.
     harm_scale : float, default=0.1
         With ``harm="first_order"``, the fraction of the step at which the
@@ -568,7 +572,8 @@ class StepGuard(BaseGuard):
         "admit": [StrOptions({"unscaled", "all"})],
         "recent_size": [count()],
         "rule": [StrOptions(set(_RULES))],
-        "harm": [StrOptions({"full", "first_order", "first_order_descend"})],
+        "harm": [StrOptions({"full", "first_order", "first_order_descend",
+                             "first_order_descend_interpolate"})],
         "harm_scale": [Interval(numbers.Real, 0, 1, closed="neither")],
         "max_halvings": [count()],
         "optimizer_state": [StrOptions({"scale", "interpolate"})],
@@ -682,12 +687,13 @@ class StepGuard(BaseGuard):
             overshoot = False
             if decision.acts and self.harm != "full" and self.rule != "bound":
                 decision = self._judge_first_order(context, decision)
-                overshoot = not decision.harmful and self.harm == "first_order_descend"
+                overshoot = not decision.harmful and self.harm.startswith("first_order_descend")
             if decision.acts or overshoot:
                 # An overshoot is kept at the largest of 1/2, 1/4, ... of its
                 # length that does not raise the probe loss, and calibrates.
                 alpha, after, after_recent, kept = self._pull_back(
-                    context, decision, **({"alpha": 0.5, "accepts": lambda _, change: change <= 0}
+                    context, decision, **({"alpha": 0.5, "accepts": lambda _, change: change <= 0,
+                                           "interpolate": self.harm.endswith("interpolate")}
                                           if overshoot else {}))
                 decision = dataclasses.replace(decision, scale=alpha)
                 step.step_scale *= alpha
@@ -794,12 +800,14 @@ class StepGuard(BaseGuard):
         values = torch.stack(values).tolist()
         return tuple(values) if len(values) == 3 else (*values, math.inf)
 
-    def _pull_back(self, context, decision, alpha=None, accepts=None):
+    def _pull_back(self, context, decision, alpha=None, accepts=None, interpolate=False):
         """Scale the step down until acceptable.
 
         Starts at ``alpha`` (default ``sqrt(bound / D_step)``) and halves it
         until ``accepts(D_step, dL)`` (default :meth:`accepts` against the
-        bound). Returns ``(alpha, logits, recent logits, D_step kept)``.
+        bound); ``interpolate`` interpolates the optimizer's state whatever
+        ``optimizer_state`` says. Returns ``(alpha, logits, recent logits,
+        D_step kept)``.
         """
         parameters, optimizer = context.parameters, context.optimizer
         new_params = [p.detach().clone() for p in parameters]
@@ -815,21 +823,21 @@ class StepGuard(BaseGuard):
             after, after_recent = self._forward(context)
             within, loss_change, _ = self._measure(after, after_recent)
             if accepts(within, loss_change):
-                self._scale_state(optimizer, self._state, new_state, alpha)
+                self._scale_state(optimizer, self._state, new_state, alpha, interpolate)
                 return alpha, after, after_recent, within
             alpha /= 2
         _interpolate_parameters(parameters, self._params, new_params, 0.0)
         _restore_state(optimizer, self._state)
         return 0.0, self.probe_.logits, self.recent_.logits, 0.0
 
-    def _scale_state(self, optimizer, old_state, new_state, alpha):
+    def _scale_state(self, optimizer, old_state, new_state, alpha, interpolate=False):
         """The optimizer's state after a step kept at ``alpha`` (``optimizer_state``)."""
         for (param, name), new in new_state.items():
             current = optimizer.state[param][name]
             if new.ndim == 0:
                 continue
             old = old_state.get((param, name))
-            if self.optimizer_state == "scale" or old is None:
+            if (self.optimizer_state == "scale" and not interpolate) or old is None:
                 current.copy_(new * alpha)
             else:
                 current.copy_(torch.lerp(old, new, alpha))

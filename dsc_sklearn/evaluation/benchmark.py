@@ -120,6 +120,8 @@ DEFENCES = {
     "guard-fo-descend-interp": {"correction": "none",
                                 "step_guard": StepGuard(harm="first_order_descend",
                                                         optimizer_state="interpolate")},
+    "guard-fo-descend-oi": {"correction": "none",
+                            "step_guard": StepGuard(harm="first_order_descend_interpolate")},
     "DSC-default": {},
 }
 

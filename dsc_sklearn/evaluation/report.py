@@ -176,6 +176,7 @@ DEFENCE_LEGENDS = {
     "guard-fo-descend": "`StepGuard(harm=\"first_order_descend\")`: an overshoot (harmless "
                         "at first order) pulled back to where the probe loss stops rising",
     "guard-fo-descend-interp": "the same with the momentum interpolated, not scaled",
+    "guard-fo-descend-oi": "the same with only an overshoot's momentum interpolated",
     "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
                    "`correction=\"none\"`)",
 }

@@ -939,3 +939,27 @@ def test_a_first_order_guard_round_trips_and_the_stream_continues_exactly(round_
     assert restored.net_.step_guard_.harm == "first_order"
     assert restored.net_.step_guard_.state_dict().keys() == clf.net_.step_guard_.state_dict().keys()
     _assert_streams_alike(clf, restored, X, y, "step_scale")
+
+
+def test_first_order_descend_keeps_an_overshoot_where_the_probe_loss_stops_rising():
+    net = _net(StepGuard(warmup=3, window=10, margin=2.0, harm="first_order_descend"),
+               optimizer__momentum=0.0)
+    _train(net, 8)
+    guard = net.step_guard_
+    before = guard.probe_.logits.clone()
+    net.configure(lr=10.0)
+    net.train_step(_clean_batch())
+    decision = guard.last_decision_
+    assert decision.too_large and decision.loss_change > 0 and not decision.harmful
+    assert decision.scale in (0.5, 0.25, 0.125, 0.0625, 0.03125)
+    assert guard.n_scaled_ == 1 and guard.n_refused_ == 0
+    # The kept step does not raise the probe loss (its rows stay out of the
+    # probe), and its D_step, smaller than the full step's, calibrates.
+    probe = guard.probe_
+    with torch.no_grad():
+        torch.testing.assert_close(net.module_(probe.X), probe.logits)
+    cross_entropy = torch.nn.functional.cross_entropy
+    assert cross_entropy(probe.logits, probe.y) <= cross_entropy(before, probe.y)
+    assert len(guard.window_) == 9 and guard.window_[-1] < decision.statistic
+    ascent = _large_step("first_order_descend", 10.0, _harmful_batch()).step_guard_
+    assert ascent.last_decision_.acts  # an ascent is still held to the bound
