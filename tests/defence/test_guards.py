@@ -946,7 +946,7 @@ def test_first_order_descend_keeps_an_overshoot_where_the_probe_loss_stops_risin
                optimizer__momentum=0.0)
     _train(net, 8)
     guard = net.step_guard_
-    before = guard.probe_.logits.clone()
+    before, n_window = guard.probe_.logits.clone(), len(guard.window_)
     net.configure(lr=10.0)
     net.train_step(_clean_batch())
     decision = guard.last_decision_
@@ -960,6 +960,24 @@ def test_first_order_descend_keeps_an_overshoot_where_the_probe_loss_stops_risin
         torch.testing.assert_close(net.module_(probe.X), probe.logits)
     cross_entropy = torch.nn.functional.cross_entropy
     assert cross_entropy(probe.logits, probe.y) <= cross_entropy(before, probe.y)
-    assert len(guard.window_) == 9 and guard.window_[-1] < decision.statistic
+    assert len(guard.window_) == n_window + 1 and guard.window_[-1] < decision.statistic
     ascent = _large_step("first_order_descend", 10.0, _harmful_batch()).step_guard_
     assert ascent.last_decision_.acts  # an ascent is still held to the bound
+
+
+def test_an_overshoot_s_momentum_is_interpolated_under_descend_interpolate():
+    net = _net(StepGuard(warmup=3, window=10, margin=2.0,
+                         harm="first_order_descend_interpolate"))
+    _train(net, 8)
+    momentum = copy.deepcopy(net.optimizer_.state_dict()["state"])
+    net.configure(lr=10.0)
+    net.train_step(_clean_batch())
+    decision = net.step_guard_.last_decision_
+    if decision.harmful or decision.scale == 1.0:
+        pytest.skip("the step was no overshoot")
+    alpha = decision.scale
+    for i, p in enumerate(net.module_.parameters()):
+        old = momentum[i]["momentum_buffer"]
+        new = 0.9 * old + p.grad
+        torch.testing.assert_close(net.optimizer_.state[p]["momentum_buffer"],
+                                   torch.lerp(old, new, alpha))
