@@ -499,8 +499,10 @@ class StepGuard(BaseGuard):
         model that is still learning descends the probe loss at first order
         and raises it only at full length; it then counts as harmless, is
         kept whole and enters the calibration window, so that the bound
-        follows the learning. The trigger of an accumulative attack raises
-        the clean loss at first order. ``"first_order_descend"``: the same,
+        follows the learning. Measured (docs/ablations.md, fourth round):
+        the poisoned batches of the accumulative attack overshoot in the
+        same way, so this rule lets them through; it is no default.
+        ``"first_order_descend"``: the same,
         but an overshoot is pulled back to the largest of 1/2, 1/4, ... of
         its length (``max_halvings`` halvings, then refused) at which the
         probe loss does not rise, and that kept step enters the window.
@@ -509,8 +511,8 @@ class StepGuard(BaseGuard):
         ``optimizer_state="interpolate"``) whatever ``optimizer_state`` says.
         Ignored under ``rule="bound"``.
     harm_scale : float, default=0.1
-        With ``harm="first_order"``, the fraction of the step at which the
-        probe's loss must rise too for the step to count as harmful.
+        With a ``"first_order"`` rule, the fraction of the step at which
+        the probe's loss must rise too for the step to count as harmful.
     max_halvings : int, default=4
         Halvings of ``alpha`` tried before the batch is refused.
     optimizer_state : {"scale", "interpolate"}, default="scale"
@@ -689,12 +691,15 @@ class StepGuard(BaseGuard):
                 decision = self._judge_first_order(context, decision)
                 overshoot = not decision.harmful and self.harm.startswith("first_order_descend")
             if decision.acts or overshoot:
-                # An overshoot is kept at the largest of 1/2, 1/4, ... of its
-                # length that does not raise the probe loss, and calibrates.
-                alpha, after, after_recent, kept = self._pull_back(
-                    context, decision, **({"alpha": 0.5, "accepts": lambda _, change: change <= 0,
-                                           "interpolate": self.harm.endswith("interpolate")}
-                                          if overshoot else {}))
+                if overshoot:
+                    # Kept at the largest of 1/2, 1/4, ... of its length that
+                    # does not raise the probe loss; that kept step calibrates.
+                    pulled = self._pull_back(context, decision, alpha=0.5,
+                                             accepts=lambda _, change: change <= 0,
+                                             interpolate=self.harm.endswith("interpolate"))
+                else:
+                    pulled = self._pull_back(context, decision)
+                alpha, after, after_recent, kept = pulled
                 decision = dataclasses.replace(decision, scale=alpha)
                 step.step_scale *= alpha
                 self.n_scaled_ += 1
