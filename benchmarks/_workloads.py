@@ -21,6 +21,9 @@ training configuration:
 - ``cumulative``: ``step_guard=CumulativeGuard()``, the step guard with the
   bound on the displacement of the last 5 accepted steps (the ring of past
   weights, optimizer states and probe logits it keeps);
+- ``first-order``: ``step_guard=StepGuard(harm="first_order")``, the step
+  guard with a too-large step's harm judged at a tenth of its length too
+  (one more probe forward pass, only for the steps it judges);
 - ``dsc-without-flags``: DSC with ``threshold=1e9`` and no guard, which
   computes the discrepancy and flags nothing;
 - ``dsc-auto``: DSC with ``threshold="auto"`` and no guard (the defaults of
@@ -49,7 +52,7 @@ from torch import nn
 
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
 from dsc_sklearn.defence.discrepancy import mark_non_finite, mark_out_of_range
-from dsc_sklearn.defence.guards import CumulativeGuard
+from dsc_sklearn.defence.guards import CumulativeGuard, StepGuard
 from dsc_sklearn.defence.modules import MLP, SmallCNN
 
 QUICK = os.environ.get("DSC_BENCH_QUICK") == "1"
@@ -74,12 +77,15 @@ CONFIGS = {
                                                    cumulative_margin=None)),
     # The cumulative guard with the input-space shift test (issue 21, item 4).
     "cumulative-shift": dict(step_guard=CumulativeGuard(shift_epsilon=0.2)),
+    # The step guard with harm judged at first order (issue 21, item 2).
+    "first-order": dict(step_guard=StepGuard(harm="first_order")),
     "dsc-without-flags": dict(correction="dsc", threshold=1e9, step_guard=None),
     "dsc-auto": dict(correction="dsc", threshold="auto", step_guard=None),
     "dsc-with-correction": dict(correction="dsc", threshold=0.0, step_guard=None),
 }
 #: The cases that calibrate something online and need the full warm-up.
-CALIBRATED = ("default", "cumulative", "window-harm", "cumulative-shift", "dsc-auto")
+CALIBRATED = ("default", "cumulative", "window-harm", "cumulative-shift", "first-order",
+              "dsc-auto")
 _DEFAULTS = DiscrepancyAwareOnlineClassifier().get_params()
 #: Every configuration, the torch loop first.
 CASES = ("raw", *CONFIGS)

@@ -2,8 +2,10 @@
 
 A user trains ``DiscrepancyAwareOnlineClassifier`` from scratch with a guard
 on from the first ``partial_fit``: digits (64 features in ``[0, 1]``, a
-stratified 70/30 split per seed), ``--passes`` passes over the training rows
-in shuffled batches of 100, one torch thread. The learning cost of a guard
+stratified 70/30 split per seed; ``--models mnist1d-cnn``: MNIST-1D as the
+library's benchmark splits it, which needs the optional ``mnist1d``
+package), ``--passes`` passes over the training rows in shuffled batches of
+100, one torch thread. The learning cost of a guard
 is the test accuracy of the same model with every defence off
 (``step_guard=None``) minus the guard's, seed by seed. Run it from the
 repository root (``PYTHONPATH=.`` where another checkout is installed)::
@@ -34,6 +36,7 @@ from sklearn.model_selection import train_test_split
 from dsc_sklearn import DiscrepancyAwareOnlineClassifier
 from dsc_sklearn.defence.guards import CumulativeGuard, StepGuard
 from dsc_sklearn.defence.modules import SmallCNN
+from dsc_sklearn.evaluation.datasets import load_stream_dataset
 
 __all__ = ["GUARDS", "MODELS", "learning_run", "main"]
 
@@ -68,6 +71,22 @@ GUARDS = {
                                                      window_harm_level=0.5),
     # The cumulative guard with the input-space shift test (issue 21, item 4).
     "cum-shift": lambda: CumulativeGuard(shift_epsilon=0.2),
+    # A too-large step that raised the probe loss is harmful only if it raises
+    # it at a tenth of its length too (item 2: harm at first order).
+    "first-order": lambda: StepGuard(harm="first_order"),
+    "cum-first-order": lambda: CumulativeGuard(harm="first_order"),
+    # The same at a hundredth of the step, and with the momentum of a
+    # pulled-back step interpolated instead of scaled.
+    "first-order-s001": lambda: StepGuard(harm="first_order", harm_scale=0.01),
+    "first-order-interp": lambda: StepGuard(harm="first_order",
+                                            optimizer_state="interpolate"),
+    "interp": lambda: StepGuard(optimizer_state="interpolate"),
+    # An overshoot pulled back to where the probe loss stops rising.
+    "first-order-descend": lambda: StepGuard(harm="first_order_descend"),
+    "first-order-descend-interp": lambda: StepGuard(harm="first_order_descend",
+                                                    optimizer_state="interpolate"),
+    # Only an overshoot's momentum interpolated; a harmful step's scaled.
+    "first-order-descend-oi": lambda: StepGuard(harm="first_order_descend_interpolate"),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }
@@ -76,7 +95,21 @@ GUARDS = {
 MODELS = {
     "mlp": None,
     "cnn": partial(SmallCNN, image_shape=(1, 8, 8)),
+    # SmallCNN on MNIST-1D (the optional mnist1d package): the library's
+    # split of 5000 signals, standardized, trained on its 3250 training rows.
+    "mnist1d-cnn": partial(SmallCNN, image_shape=(1, 40)),
 }
+
+
+def _data(model, seed):
+    """``(X_train, X_test, y_train, y_test, input_bounds)`` of the model's data set."""
+    if model == "mnist1d-cnn":
+        data = load_stream_dataset("mnist1d", random_state=seed)
+        return data.X_train, data.X_test, data.y_train, data.y_test, data.input_bounds
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    return (*train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed),
+            (0.0, 1.0))
 
 
 def _guard_counts(guard):
@@ -89,12 +122,9 @@ def _guard_counts(guard):
 
 def learning_run(model, guard, seed, passes=5, batch_size=100):
     """Train from scratch with ``guard`` on from the first call; return a record."""
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.3, stratify=y, random_state=seed)
+    X_train, X_test, y_train, y_test, bounds = _data(model, seed)
     clf = DiscrepancyAwareOnlineClassifier(
-        MODELS[model], hidden_layer_sizes=(128, 128), input_bounds=(0.0, 1.0),
+        MODELS[model], hidden_layer_sizes=(128, 128), input_bounds=bounds,
         batch_size=batch_size, step_guard=GUARDS[guard](), random_state=seed)
     rng = np.random.default_rng(seed)
     start = time.process_time()
@@ -131,7 +161,7 @@ def summary(records):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=list(MODELS))
     parser.add_argument("--guards", nargs="+", default=["off", "default"],
                         choices=list(GUARDS))
     parser.add_argument("--seeds", type=int, default=3)

@@ -490,6 +490,30 @@ class StepGuard(BaseGuard):
         too large. ``"strict"``: pull back a step that is too large and
         harmful until it is within the bound and the probe loss no longer
         rises.
+    harm : {"full", "first_order", "first_order_descend", \
+"first_order_descend_interpolate"}, default="full"
+        How a step that is too large is judged harmful: ``"full"``, when
+        the step raised the probe's loss (and the recent rows', as above);
+        ``"first_order"``, when it did and also raises it when scaled down
+        to ``harm_scale`` of its length (one more probe forward pass, only
+        for steps that are too large and raised the loss). An overshoot of a
+        model that is still learning descends the probe loss at first order
+        and raises it only at full length; it then counts as harmless, is
+        kept whole and enters the calibration window, so that the bound
+        follows the learning. Measured (docs/ablations.md, fourth round):
+        the poisoned batches of the accumulative attack overshoot in the
+        same way, so this rule lets them through; it is no default.
+        ``"first_order_descend"``: the same,
+        but an overshoot is pulled back to the largest of 1/2, 1/4, ... of
+        its length (``max_halvings`` halvings, then refused) at which the
+        probe loss does not rise, and that kept step enters the window.
+        ``"first_order_descend_interpolate"``: the same, with the
+        optimizer's state of such an overshoot interpolated (as
+        ``optimizer_state="interpolate"``) whatever ``optimizer_state`` says.
+        Ignored under ``rule="bound"``.
+    harm_scale : float, default=0.1
+        With a ``"first_order"`` rule, the fraction of the step at which
+        the probe's loss must rise too for the step to count as harmful.
     max_halvings : int, default=4
         Halvings of ``alpha`` tried before the batch is refused.
     optimizer_state : {"scale", "interpolate"}, default="scale"
@@ -551,6 +575,9 @@ class StepGuard(BaseGuard):
         "admit": [StrOptions({"unscaled", "all"})],
         "recent_size": [count()],
         "rule": [StrOptions(set(_RULES))],
+        "harm": [StrOptions({"full", "first_order", "first_order_descend",
+                             "first_order_descend_interpolate"})],
+        "harm_scale": [Interval(numbers.Real, 0, 1, closed="neither")],
         "max_halvings": [count()],
         "optimizer_state": [StrOptions({"scale", "interpolate"})],
         "random_state": [None, NumberInterval(numbers.Integral, 0, 2**63 - 1, closed="both")],
@@ -558,7 +585,8 @@ class StepGuard(BaseGuard):
 
     def __init__(self, *, margin=2.0, window=50, warmup=10, probe="reservoir",
                  probe_size=256, admit="unscaled", recent_size=0, rule="harmful",
-                 max_halvings=4, optimizer_state="scale", random_state=None):
+                 harm="full", harm_scale=0.1, max_halvings=4, optimizer_state="scale",
+                 random_state=None):
         self.margin = margin
         self.window = window
         self.warmup = warmup
@@ -567,6 +595,8 @@ class StepGuard(BaseGuard):
         self.admit = admit
         self.recent_size = recent_size
         self.rule = rule
+        self.harm = harm
+        self.harm_scale = harm_scale
         self.max_halvings = max_halvings
         self.optimizer_state = optimizer_state
         self.random_state = random_state
@@ -657,12 +687,26 @@ class StepGuard(BaseGuard):
             if math.isnan(step.step_discrepancy):  # no guard before it in a chain measured it
                 step.step_discrepancy = discrepancy
             decision = self._judge_step(discrepancy, loss_change, recent_change, after)
-            if decision.acts:
-                alpha, after, after_recent = self._pull_back(context, decision)
+            overshoot = False
+            if decision.acts and self.harm != "full" and self.rule != "bound":
+                decision = self._judge_first_order(context, decision)
+                overshoot = not decision.harmful and self.harm.startswith("first_order_descend")
+            if decision.acts or overshoot:
+                if overshoot:
+                    # Kept at the largest of 1/2, 1/4, ... of its length that
+                    # does not raise the probe loss; that kept step calibrates.
+                    pulled = self._pull_back(context, decision, alpha=0.5,
+                                             accepts=lambda _, change: change <= 0,
+                                             interpolate=self.harm.endswith("interpolate"))
+                else:
+                    pulled = self._pull_back(context, decision)
+                alpha, after, after_recent, kept = pulled
                 decision = dataclasses.replace(decision, scale=alpha)
                 step.step_scale *= alpha
                 self.n_scaled_ += 1
                 self.n_refused_ += alpha == 0.0
+                if overshoot and alpha > 0:
+                    self.window_.append(kept)
             else:
                 self.window_.append(discrepancy)
             self.last_decision_ = decision
@@ -716,6 +760,19 @@ class StepGuard(BaseGuard):
         """:meth:`judge` on what :meth:`after_step` measured (``after``: the probe's logits)."""
         return self.judge(discrepancy, loss_change, recent_change)
 
+    def _judge_first_order(self, context, decision):
+        """``decision``, harmful only if the step scaled to ``harm_scale`` raises the loss too.
+
+        Evaluates the probe at ``theta_old + harm_scale * (theta_new -
+        theta_old)`` and puts the parameters back to ``theta_new``.
+        """
+        parameters = context.parameters
+        new_params = [p.detach().clone() for p in parameters]
+        _interpolate_parameters(parameters, self._params, new_params, self.harm_scale)
+        _, loss_change, recent_change = self._measure(*self._forward(context))
+        _interpolate_parameters(parameters, self._params, new_params, 1.0)  # lerp(a, b, 1) is b
+        return dataclasses.replace(decision, harmful=loss_change > 0 and recent_change > 0)
+
     def accepts(self, discrepancy, loss_change, bound):
         """Whether a pulled-back step is acceptable: within the bound (and harmless under ``"strict"``)."""
         return discrepancy <= bound and (self.rule != "strict" or loss_change <= 0)
@@ -749,33 +806,44 @@ class StepGuard(BaseGuard):
         values = torch.stack(values).tolist()
         return tuple(values) if len(values) == 3 else (*values, math.inf)
 
-    def _pull_back(self, context, decision):
-        """Scale the step down until acceptable; return ``(alpha, logits, recent logits)``."""
+    def _pull_back(self, context, decision, alpha=None, accepts=None, interpolate=False):
+        """Scale the step down until acceptable.
+
+        Starts at ``alpha`` (default ``sqrt(bound / D_step)``) and halves it
+        until ``accepts(D_step, dL)`` (default :meth:`accepts` against the
+        bound); ``interpolate`` interpolates the optimizer's state whatever
+        ``optimizer_state`` says. Returns ``(alpha, logits, recent logits,
+        D_step kept)``.
+        """
         parameters, optimizer = context.parameters, context.optimizer
         new_params = [p.detach().clone() for p in parameters]
         new_state = _state_tensors(optimizer)
         bound = decision.bound
-        alpha = math.sqrt(bound / decision.statistic)
+        if alpha is None:
+            alpha = math.sqrt(bound / decision.statistic)
+        if accepts is None:
+            def accepts(within, change):
+                return self.accepts(within, change, bound)
         for _ in range(self.max_halvings + 1):
             _interpolate_parameters(parameters, self._params, new_params, alpha)
             after, after_recent = self._forward(context)
             within, loss_change, _ = self._measure(after, after_recent)
-            if self.accepts(within, loss_change, bound):
-                self._scale_state(optimizer, self._state, new_state, alpha)
-                return alpha, after, after_recent
+            if accepts(within, loss_change):
+                self._scale_state(optimizer, self._state, new_state, alpha, interpolate)
+                return alpha, after, after_recent, within
             alpha /= 2
         _interpolate_parameters(parameters, self._params, new_params, 0.0)
         _restore_state(optimizer, self._state)
-        return 0.0, self.probe_.logits, self.recent_.logits
+        return 0.0, self.probe_.logits, self.recent_.logits, 0.0
 
-    def _scale_state(self, optimizer, old_state, new_state, alpha):
+    def _scale_state(self, optimizer, old_state, new_state, alpha, interpolate=False):
         """The optimizer's state after a step kept at ``alpha`` (``optimizer_state``)."""
         for (param, name), new in new_state.items():
             current = optimizer.state[param][name]
             if new.ndim == 0:
                 continue
             old = old_state.get((param, name))
-            if self.optimizer_state == "scale" or old is None:
+            if (self.optimizer_state == "scale" and not interpolate) or old is None:
                 current.copy_(new * alpha)
             else:
                 current.copy_(torch.lerp(old, new, alpha))
@@ -1030,8 +1098,8 @@ class CumulativeGuard(StepGuard):
     shift_exempt : {"window", "all"}, default="all"
         What an exempt step is not held to: the window bound only, or the
         per-step bound too.
-    margin, window, warmup, probe, probe_size, admit, recent_size, rule, \
-max_halvings, optimizer_state, random_state
+    margin, window, warmup, probe, probe_size, admit, recent_size, rule, harm, \
+harm_scale, max_halvings, optimizer_state, random_state
         As in :class:`StepGuard`; ``warmup``, ``rule`` (``"harmful"``,
         ``"bound"`` or ``"strict"`` on the window's ``D_k`` and ``dL_k``),
         ``max_halvings`` and ``optimizer_state`` apply to the window check
@@ -1108,11 +1176,11 @@ max_halvings, optimizer_state, random_state
                  shift_epsilon=None, shift_allowance=1.0, shift_neighbours=1, shift_window=5,
                  shift_min_novel=3, shift_steps=10, shift_exempt="all",
                  margin=2.0, window=50, warmup=10, probe="reservoir", probe_size=256,
-                 admit="unscaled", recent_size=0, rule="harmful", max_halvings=4,
-                 optimizer_state="scale", random_state=None):
+                 admit="unscaled", recent_size=0, rule="harmful", harm="full",
+                 harm_scale=0.1, max_halvings=4, optimizer_state="scale", random_state=None):
         super().__init__(margin=margin, window=window, warmup=warmup, probe=probe,
                          probe_size=probe_size, admit=admit, recent_size=recent_size,
-                         rule=rule, max_halvings=max_halvings,
+                         rule=rule, harm=harm, harm_scale=harm_scale, max_halvings=max_halvings,
                          optimizer_state=optimizer_state, random_state=random_state)
         self.k = k
         self.cumulative_margin = cumulative_margin

@@ -109,6 +109,25 @@ DEFENCES = {
                         "step_guard": CumulativeGuard(shift_epsilon=0.2)},
     "guard+cum-shift-s20": {"correction": "none",
                             "step_guard": CumulativeGuard(shift_epsilon=0.2, shift_steps=20)},
+    # Harm at first order: a too-large step that raised the probe loss is
+    # harmful only if it raises it at a tenth of its length too (item 2).
+    "guard-fo": {"correction": "none", "step_guard": StepGuard(harm="first_order")},
+    "guard+cum-fo": {"correction": "none",
+                     "step_guard": CumulativeGuard(harm="first_order")},
+    # The momentum of a pulled-back step interpolated instead of scaled, with
+    # each harm rule.
+    "guard-interp": {"correction": "none",
+                     "step_guard": StepGuard(optimizer_state="interpolate")},
+    "guard-fo-interp": {"correction": "none",
+                        "step_guard": StepGuard(harm="first_order",
+                                                optimizer_state="interpolate")},
+    "guard-fo-descend": {"correction": "none",
+                         "step_guard": StepGuard(harm="first_order_descend")},
+    "guard-fo-descend-interp": {"correction": "none",
+                                "step_guard": StepGuard(harm="first_order_descend",
+                                                        optimizer_state="interpolate")},
+    "guard-fo-descend-oi": {"correction": "none",
+                            "step_guard": StepGuard(harm="first_order_descend_interpolate")},
     "DSC-default": {},
 }
 

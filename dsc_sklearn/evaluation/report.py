@@ -171,6 +171,17 @@ DEFENCE_LEGENDS = {
                        "beyond the calibrated distance to the probe rows while 3 of the "
                        "last 5 batches do: an episode of 10 such steps",
     "guard+cum-shift-s20": "the same, each episode exempting 20 steps",
+    "guard-fo": "`StepGuard(harm=\"first_order\")`: a too-large step that raised the probe "
+                "loss is harmful only if it raises it at a tenth of its length too",
+    "guard+cum-fo": "`CumulativeGuard(harm=\"first_order\")`: the cumulative guard with "
+                    "that per-step harm rule",
+    "guard-interp": "`StepGuard(optimizer_state=\"interpolate\")`: a pulled-back step's "
+                    "momentum interpolated between before and after, not scaled",
+    "guard-fo-interp": "the same with the first-order harm rule",
+    "guard-fo-descend": "`StepGuard(harm=\"first_order_descend\")`: an overshoot (harmless "
+                        "at first order) pulled back to where the probe loss stops rising",
+    "guard-fo-descend-interp": "the same with the momentum interpolated, not scaled",
+    "guard-fo-descend-oi": "the same with only an overshoot's momentum interpolated",
     "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
                    "`correction=\"none\"`)",
 }

@@ -986,3 +986,119 @@ def test_grid_search_tunes_the_shift_allowance():
     ).fit(X, y)
     assert search.best_estimator_.step_guard_.shift_allowance == search.best_params_[
         "step_guard__shift_allowance"]
+# ------------------------------------------------------- harm at first order
+
+def _large_step(harm, lr, batch, **guard_params):
+    """A net calibrated on 8 clean steps (plain SGD), then one step at ``lr``."""
+    params = {**dict(warmup=3, window=10, margin=2.0, harm=harm), **guard_params}
+    net = _net(StepGuard(**params), optimizer__momentum=0.0)
+    _train(net, 8)
+    net.configure(lr=lr)
+    net.train_step(batch)
+    return net
+
+
+def _clean_batch(seed=11):
+    return tuple(map(torch.as_tensor, _data(BATCH, seed)))
+
+
+def test_first_order_harm_spares_an_overshoot_and_keeps_it_whole():
+    # A clean step at a large learning rate descends the probe loss at first
+    # order and raises it at full length: harmful by the full step only.
+    full = _large_step("full", 10.0, _clean_batch()).step_guard_.last_decision_
+    assert full.too_large and full.loss_change > 0 and full.harmful and full.scale < 1
+    net = _large_step("first_order", 10.0, _clean_batch())
+    observer = _large_step("full", 10.0, _clean_batch(), rule="bound", margin=1e9)
+    guard = net.step_guard_
+    decision = guard.last_decision_
+    assert decision.too_large and decision.loss_change > 0
+    assert not decision.harmful and not decision.acts and decision.scale == 1.0
+    assert guard.decisions() == [decision] and guard.n_scaled_ == 0
+    assert guard.window_[-1] == decision.statistic  # it calibrates the bound
+    for p, q in zip(net.module_.parameters(), observer.module_.parameters()):
+        assert torch.equal(p, q)  # the probe at a tenth of the step left no trace
+
+
+def test_first_order_harm_still_pulls_back_an_ascent():
+    for harm in ("full", "first_order"):
+        decision = _large_step(harm, 10.0, _harmful_batch()).step_guard_.last_decision_
+        assert decision.too_large and decision.harmful and decision.acts
+        assert 0 < decision.scale < 1
+
+
+def test_first_order_harm_asks_the_recent_rows_too():
+    # With recent rows, the step must raise their loss at harm_scale as well.
+    net = _large_step("first_order", 10.0, _harmful_batch(), recent_size=BATCH)
+    assert net.step_guard_.last_decision_.acts
+
+
+def test_the_default_judges_harm_on_the_full_step():
+    guard = StepGuard()
+    assert guard.harm == "full" and guard.harm_scale == 0.1
+    assert CumulativeGuard(harm="first_order", harm_scale=0.2).get_params()["harm_scale"] == 0.2
+    assert repr(StepGuard(harm="first_order")) == "StepGuard(harm='first_order')"
+
+
+@pytest.mark.parametrize("params", [{"harm": "second_order"}, {"harm_scale": 0.0},
+                                    {"harm_scale": 1.0}, {"harm_scale": -0.1}])
+def test_invalid_harm_parameters_are_refused_at_the_first_fit(params):
+    X, y = _data(BATCH)
+    for guard in (StepGuard(**params), CumulativeGuard(**params)):
+        clf = DiscrepancyAwareOnlineClassifier(step_guard=guard)
+        with pytest.raises(ValueError, match=type(guard).__name__):
+            clf.partial_fit(X, y, classes=range(N_CLASSES))
+
+
+@pytest.mark.parametrize("round_trip", ["pickle", "save_params"])
+def test_a_first_order_guard_round_trips_and_the_stream_continues_exactly(round_trip):
+    X, y = _data(800)
+    clf = _stream(DiscrepancyAwareOnlineClassifier(
+        batch_size=BATCH, random_state=0,
+        step_guard=CumulativeGuard(k=3, warmup=3, window=10, harm="first_order")),
+        X, y, 0, 400)
+    restored = _round_trip(clf, round_trip)
+    assert restored.net_.step_guard_.harm == "first_order"
+    assert restored.net_.step_guard_.state_dict().keys() == clf.net_.step_guard_.state_dict().keys()
+    _assert_streams_alike(clf, restored, X, y, "step_scale")
+
+
+def test_first_order_descend_keeps_an_overshoot_where_the_probe_loss_stops_rising():
+    net = _net(StepGuard(warmup=3, window=10, margin=2.0, harm="first_order_descend"),
+               optimizer__momentum=0.0)
+    _train(net, 8)
+    guard = net.step_guard_
+    before, n_window = guard.probe_.logits.clone(), len(guard.window_)
+    net.configure(lr=10.0)
+    net.train_step(_clean_batch())
+    decision = guard.last_decision_
+    assert decision.too_large and decision.loss_change > 0 and not decision.harmful
+    assert decision.scale in (0.5, 0.25, 0.125, 0.0625, 0.03125)
+    assert guard.n_scaled_ == 1 and guard.n_refused_ == 0
+    # The kept step does not raise the probe loss (its rows stay out of the
+    # probe), and its D_step, smaller than the full step's, calibrates.
+    probe = guard.probe_
+    with torch.no_grad():
+        torch.testing.assert_close(net.module_(probe.X), probe.logits)
+    cross_entropy = torch.nn.functional.cross_entropy
+    assert cross_entropy(probe.logits, probe.y) <= cross_entropy(before, probe.y)
+    assert len(guard.window_) == n_window + 1 and guard.window_[-1] < decision.statistic
+    ascent = _large_step("first_order_descend", 10.0, _harmful_batch()).step_guard_
+    assert ascent.last_decision_.acts  # an ascent is still held to the bound
+
+
+def test_an_overshoot_s_momentum_is_interpolated_under_descend_interpolate():
+    net = _net(StepGuard(warmup=3, window=10, margin=2.0,
+                         harm="first_order_descend_interpolate"))
+    _train(net, 8)
+    momentum = copy.deepcopy(net.optimizer_.state_dict()["state"])
+    net.configure(lr=10.0)
+    net.train_step(_clean_batch())
+    decision = net.step_guard_.last_decision_
+    if decision.harmful or decision.scale == 1.0:
+        pytest.skip("the step was no overshoot")
+    alpha = decision.scale
+    for i, p in enumerate(net.module_.parameters()):
+        old = momentum[i]["momentum_buffer"]
+        new = 0.9 * old + p.grad
+        torch.testing.assert_close(net.optimizer_.state[p]["momentum_buffer"],
+                                   torch.lerp(old, new, alpha))
