@@ -87,6 +87,8 @@ GUARDS = {
                                                     optimizer_state="interpolate"),
     # Only an overshoot's momentum interpolated; a harmful step's scaled.
     "first-order-descend-oi": lambda: StepGuard(harm="first_order_descend_interpolate"),
+    # The cumulative guard with the momentum of what it pulls back interpolated.
+    "cum-interp": lambda: CumulativeGuard(optimizer_state="interpolate"),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

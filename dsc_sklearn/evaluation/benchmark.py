@@ -128,6 +128,10 @@ DEFENCES = {
                                                         optimizer_state="interpolate")},
     "guard-fo-descend-oi": {"correction": "none",
                             "step_guard": StepGuard(harm="first_order_descend_interpolate")},
+    # The cumulative guard with the momentum of a pulled-back step (or
+    # window) interpolated instead of scaled (issue 21, items 2 and 4).
+    "guard+cum-interp": {"correction": "none",
+                         "step_guard": CumulativeGuard(optimizer_state="interpolate")},
     "DSC-default": {},
 }
 

@@ -182,6 +182,8 @@ DEFENCE_LEGENDS = {
                         "at first order) pulled back to where the probe loss stops rising",
     "guard-fo-descend-interp": "the same with the momentum interpolated, not scaled",
     "guard-fo-descend-oi": "the same with only an overshoot's momentum interpolated",
+    "guard+cum-interp": "`CumulativeGuard(optimizer_state=\"interpolate\")`: the cumulative "
+                        "guard, the momentum of what it pulls back interpolated, not scaled",
     "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
                    "`correction=\"none\"`)",
 }
