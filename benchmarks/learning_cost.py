@@ -89,6 +89,8 @@ GUARDS = {
     "first-order-descend-oi": lambda: StepGuard(harm="first_order_descend_interpolate"),
     # The cumulative guard with the momentum of what it pulls back interpolated.
     "cum-interp": lambda: CumulativeGuard(optimizer_state="interpolate"),
+    "cum-interp-shift": lambda: CumulativeGuard(optimizer_state="interpolate",
+                                                shift_epsilon=0.2, shift_steps=20),
     # Measures every step and never acts: the same seeds' control for "off".
     "observe": lambda: StepGuard(margin=1e9),
 }

@@ -132,6 +132,12 @@ DEFENCES = {
     # window) interpolated instead of scaled (issue 21, items 2 and 4).
     "guard+cum-interp": {"correction": "none",
                          "step_guard": CumulativeGuard(optimizer_state="interpolate")},
+    # ... and with the shift test of guard+cum-shift-s20: the composite of the
+    # measured options that each helped one axis.
+    "guard+cum-interp-shift": {"correction": "none",
+                               "step_guard": CumulativeGuard(optimizer_state="interpolate",
+                                                             shift_epsilon=0.2,
+                                                             shift_steps=20)},
     "DSC-default": {},
 }
 

@@ -184,6 +184,8 @@ DEFENCE_LEGENDS = {
     "guard-fo-descend-oi": "the same with only an overshoot's momentum interpolated",
     "guard+cum-interp": "`CumulativeGuard(optimizer_state=\"interpolate\")`: the cumulative "
                         "guard, the momentum of what it pulls back interpolated, not scaled",
+    "guard+cum-interp-shift": "the same with the shift test of `guard+cum-shift-s20` "
+                              "(`shift_epsilon=0.2, shift_steps=20`)",
     "DSC-default": "the library's defaults, whatever they are (in this version the step guard, "
                    "`correction=\"none\"`)",
 }
