@@ -998,29 +998,28 @@ class CumulativeGuard(StepGuard):
     its slot). Refused batches do not move the model and are not counted
     as steps of the window.
 
-    **Following an abrupt shift** (``shift_epsilon``). The window bound
-    locks out under an abrupt benign shift of the inputs (a translation):
-    the adaptation's ``k``-step displacement is large and raises the old
-    probe's loss. With ``shift_epsilon`` set, the guard measures before each
-    step how far the batch lies from the rows it knows: each row's
-    L-infinity distance to its nearest row of the probe, and the batch's
-    *novelty* ``N``, the median over its rows. ``N`` is calibrated as the
-    running maximum ``N_max`` of the batches that were not novel, once the
-    probe is full (a probe still filling lies farther from every row); the
-    test applies after ``warmup`` steps; a batch is *novel* when ``N >
-    N_max + shift_allowance * shift_epsilon``. A novel batch when at least
-    ``shift_min_novel`` of the last ``shift_window`` batches were novel
-    starts an *episode*: its step and the next ``shift_steps - 1`` are
-    *exempt*, whatever their novelty (a few new rows in the probe make the
-    next batches look known long before the model has followed them), and
-    the calibration waits for its end. An exempt step is not held to the window
-    bound (``shift_exempt="window"``), or to neither bound
-    (``shift_exempt="all"``), and later windows start from the model it left
-    (none pulls it back); it enters the calibrations and its rows the
-    probe as any unscaled step's; after the episode the normal checks apply,
-    and a stream still novel starts another. A shift decision (guard ``"CumulativeGuard.shift"``, statistic
-    ``N``, bound the novelty threshold, never harmful) is logged with the
-    others.
+    **Following an abrupt shift** (``shift_epsilon``). The window bound locks
+    out under an abrupt benign shift of the inputs (a translation): the
+    adaptation's ``k``-step displacement is large and raises the old probe's
+    loss. With ``shift_epsilon`` set, the guard measures before each step how
+    far the batch lies from the rows it knows: each row's L-infinity distance
+    to its nearest row of the probe, and the batch's *novelty* ``N``, the
+    median over its rows. ``N`` is calibrated as the running maximum ``N_max``
+    of the batches that were not novel, once the probe is full (a probe still
+    filling lies farther from every row); the test applies after ``warmup``
+    steps; a batch is *novel* when ``N > N_max + shift_allowance *
+    shift_epsilon``. A novel batch when at least ``shift_min_novel`` of the
+    last ``shift_window`` batches were novel starts an *episode*: its step and
+    the next ``shift_steps - 1`` are *exempt*, whatever their novelty (a few
+    new rows in the probe make the next batches look known long before the
+    model has followed them), and the calibration waits for its end. An exempt
+    step is not held to the window bound (``shift_exempt="window"``), or to
+    neither bound (``shift_exempt="all"``), and later windows start from the
+    model it left (none pulls it back); it enters the calibrations and its rows
+    the probe as any unscaled step's; after the episode the normal checks
+    apply, and a stream still novel starts another. A shift decision (guard
+    ``"CumulativeGuard.shift"``, statistic ``N``, bound the novelty threshold,
+    never harmful) is logged with the others.
 
     Why an attacker within ``shift_epsilon`` cannot claim the exemption:
     the distance of a row to the probe's nearest row is 1-Lipschitz in the
@@ -1600,7 +1599,7 @@ harm_scale, max_halvings, optimizer_state, random_state
 
 
 def novelty_of(X, rows, n_neighbours=1):
-    """A batch's novelty: the median over its rows of the L-inf distance to the nearest of ``rows``.
+    """A batch's novelty: the median of its rows' L-inf distances to the nearest of ``rows``.
 
     1-Lipschitz in the L-infinity norm of a perturbation of the batch's rows
     (see :class:`CumulativeGuard`'s shift test).

@@ -1058,7 +1058,8 @@ def test_a_first_order_guard_round_trips_and_the_stream_continues_exactly(round_
         X, y, 0, 400)
     restored = _round_trip(clf, round_trip)
     assert restored.net_.step_guard_.harm == "first_order"
-    assert restored.net_.step_guard_.state_dict().keys() == clf.net_.step_guard_.state_dict().keys()
+    restored_state = restored.net_.step_guard_.state_dict()
+    assert restored_state.keys() == clf.net_.step_guard_.state_dict().keys()
     _assert_streams_alike(clf, restored, X, y, "step_scale")
 
 
