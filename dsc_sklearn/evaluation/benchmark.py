@@ -68,6 +68,11 @@ __all__ = [
     "stream_table",
 ]
 
+def _guard_only(guard):
+    """A benchmark row with ``guard`` as the only defence (no sample correction)."""
+    return {"correction": "none", "step_guard": guard}
+
+
 #: Defences by name: the estimator parameters each one sets. Every row but
 #: ``DSC-default`` (the library's defaults, whatever they are) names each part
 #: of the defence it uses and switches the others off, so that a change of
@@ -89,55 +94,39 @@ DEFENCES = {
     "guard+DSC": {"correction": "dsc", "step_guard": "auto"},
     # The per-step check alone, and with the bound on the last 5 accepted
     # steps (issue 21; docs/ablations.md, fourth round).
-    "guard": {"correction": "none", "step_guard": StepGuard()},
-    "guard+cum": {"correction": "none", "step_guard": CumulativeGuard()},
-    "guard+cum-wharm": {"correction": "none",
-                        "step_guard": CumulativeGuard(step_harm="window")},
-    "guard+cum10-wharm": {"correction": "none",
-                          "step_guard": CumulativeGuard(k=10, step_harm="window")},
+    "guard": _guard_only(StepGuard()),
+    "guard+cum": _guard_only(CumulativeGuard()),
+    "guard+cum-wharm": _guard_only(CumulativeGuard(step_harm="window")),
+    "guard+cum10-wharm": _guard_only(CumulativeGuard(k=10, step_harm="window")),
     # The window harm rule on the per-step check alone (no window bound).
-    "guard-wharm10": {"correction": "none",
-                      "step_guard": CumulativeGuard(k=10, step_harm="window",
-                                                    cumulative_margin=None)},
-    "guard-wharm10-level50": {"correction": "none",
-                              "step_guard": CumulativeGuard(k=10, step_harm="window",
-                                                            window_harm_level=0.5,
-                                                            cumulative_margin=None)},
+    "guard-wharm10": _guard_only(CumulativeGuard(k=10, step_harm="window",
+                                                 cumulative_margin=None)),
+    "guard-wharm10-level50": _guard_only(CumulativeGuard(k=10, step_harm="window",
+                                                         window_harm_level=0.5,
+                                                         cumulative_margin=None)),
     # The cumulative guard following a sustained novel shift of the inputs
     # (issue 21 item 4): the shift test at the protocol's epsilon 0.2.
-    "guard+cum-shift": {"correction": "none",
-                        "step_guard": CumulativeGuard(shift_epsilon=0.2)},
-    "guard+cum-shift-s20": {"correction": "none",
-                            "step_guard": CumulativeGuard(shift_epsilon=0.2, shift_steps=20)},
+    "guard+cum-shift": _guard_only(CumulativeGuard(shift_epsilon=0.2)),
+    "guard+cum-shift-s20": _guard_only(CumulativeGuard(shift_epsilon=0.2, shift_steps=20)),
     # Harm at first order: a too-large step that raised the probe loss is
     # harmful only if it raises it at a tenth of its length too (item 2).
-    "guard-fo": {"correction": "none", "step_guard": StepGuard(harm="first_order")},
-    "guard+cum-fo": {"correction": "none",
-                     "step_guard": CumulativeGuard(harm="first_order")},
+    "guard-fo": _guard_only(StepGuard(harm="first_order")),
+    "guard+cum-fo": _guard_only(CumulativeGuard(harm="first_order")),
     # The momentum of a pulled-back step interpolated instead of scaled, with
     # each harm rule.
-    "guard-interp": {"correction": "none",
-                     "step_guard": StepGuard(optimizer_state="interpolate")},
-    "guard-fo-interp": {"correction": "none",
-                        "step_guard": StepGuard(harm="first_order",
-                                                optimizer_state="interpolate")},
-    "guard-fo-descend": {"correction": "none",
-                         "step_guard": StepGuard(harm="first_order_descend")},
-    "guard-fo-descend-interp": {"correction": "none",
-                                "step_guard": StepGuard(harm="first_order_descend",
-                                                        optimizer_state="interpolate")},
-    "guard-fo-descend-oi": {"correction": "none",
-                            "step_guard": StepGuard(harm="first_order_descend_interpolate")},
+    "guard-interp": _guard_only(StepGuard(optimizer_state="interpolate")),
+    "guard-fo-interp": _guard_only(StepGuard(harm="first_order", optimizer_state="interpolate")),
+    "guard-fo-descend": _guard_only(StepGuard(harm="first_order_descend")),
+    "guard-fo-descend-interp": _guard_only(StepGuard(harm="first_order_descend",
+                                                     optimizer_state="interpolate")),
+    "guard-fo-descend-oi": _guard_only(StepGuard(harm="first_order_descend_interpolate")),
     # The cumulative guard with the momentum of a pulled-back step (or
     # window) interpolated instead of scaled (issue 21, items 2 and 4).
-    "guard+cum-interp": {"correction": "none",
-                         "step_guard": CumulativeGuard(optimizer_state="interpolate")},
+    "guard+cum-interp": _guard_only(CumulativeGuard(optimizer_state="interpolate")),
     # ... and with the shift test of guard+cum-shift-s20: the composite of the
     # measured options that each helped one axis.
-    "guard+cum-interp-shift": {"correction": "none",
-                               "step_guard": CumulativeGuard(optimizer_state="interpolate",
-                                                             shift_epsilon=0.2,
-                                                             shift_steps=20)},
+    "guard+cum-interp-shift": _guard_only(CumulativeGuard(optimizer_state="interpolate",
+                                                          shift_epsilon=0.2, shift_steps=20)),
     "DSC-default": {},
 }
 
