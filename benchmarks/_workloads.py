@@ -203,12 +203,18 @@ class RawLoop:
                 with torch.no_grad():
                     self.module(X_batch)
                 continue
-            self.optimizer.zero_grad()
-            self.criterion(self.module(X_batch), y_batch).backward()
-            self.optimizer.step()
+            self.step(X_batch, y_batch)
         # As the estimator's call ends with one copy to the host.
         synchronize()
         return self
+
+    def step(self, X_batch, y_batch):
+        """One SGD step on a batch; returns its loss."""
+        self.optimizer.zero_grad()
+        loss = self.criterion(self.module(X_batch), y_batch)
+        loss.backward()
+        self.optimizer.step()
+        return loss
 
 
 class GuaranteedLoop(RawLoop):
@@ -237,11 +243,7 @@ class GuaranteedLoop(RawLoop):
         losses = []
         Xt, yt = torch.as_tensor(X, device=DEVICE), torch.as_tensor(y, device=DEVICE)
         for start in range(0, len(Xt), self.batch_size):
-            self.optimizer.zero_grad()
-            loss = self.criterion(self.module(Xt[start:start + self.batch_size]),
-                                  yt[start:start + self.batch_size])
-            loss.backward()
-            self.optimizer.step()
+            loss = self.step(Xt[start:start + self.batch_size], yt[start:start + self.batch_size])
             mark_non_finite(found, [loss])
             mark_out_of_range(found, params)
             losses.append(loss.detach())
