@@ -84,8 +84,8 @@ def step_overhead(module, batch_size, rounds, clock):
     net = make_trainer("none", module, batch_size, pretrain=0, warmup=2).net_
     X, y = (torch.as_tensor(a) for a in digits_stream(batch_size, seed=7))
 
-    times = _interleaved({"raw": lambda: raw.step(X, y), "train_step": lambda: net.train_step((X, y))},
-                         rounds, 20, clock)
+    steps = {"raw": lambda: raw.step(X, y), "train_step": lambda: net.train_step((X, y))}
+    times = _interleaved(steps, rounds, 20, clock)
     return _medians(times), _ratios(times, "raw")
 
 
